@@ -1,0 +1,164 @@
+//! The client against the real broker: topology declarations and confirmed
+//! publishing, each test in a fresh vhost.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_client::{JobBuilder, Publisher, Topology, connect};
+use herald_core::Job;
+use herald_testkit::TestEnv;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions};
+use lapin::types::FieldTable;
+
+fn topology() -> Topology {
+    Topology {
+        providers: vec!["kaleyra".into(), "payhero".into()],
+        delay_tiers: vec![Duration::from_secs(1), Duration::from_secs(30)],
+        delivery_limit: 5,
+    }
+}
+
+#[tokio::test]
+async fn declaring_twice_gives_the_contract_topology() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology().declare(&channel).await.unwrap();
+    topology()
+        .declare(&channel)
+        .await
+        .expect("declaring again is a no-op");
+
+    let send = env.queue_info("herald.send.kaleyra").await.unwrap();
+    let args = &send["arguments"];
+    assert_eq!(args["x-queue-type"], "quorum");
+    assert_eq!(args["x-delivery-limit"], 5);
+    assert_eq!(args["x-dead-letter-exchange"], "herald.dead");
+    assert_eq!(args["x-dead-letter-strategy"], "at-least-once");
+    assert_eq!(args["x-overflow"], "reject-publish");
+
+    let delay = env.queue_info("herald.delay.30s").await.unwrap();
+    let args = &delay["arguments"];
+    assert_eq!(args["x-queue-type"], "quorum");
+    assert_eq!(args["x-message-ttl"], 30_000);
+    assert_eq!(args["x-dead-letter-exchange"], "herald.send");
+    assert_eq!(args["x-dead-letter-strategy"], "at-least-once");
+    assert_eq!(args["x-overflow"], "reject-publish");
+
+    let dead = env.queue_info("herald.dead").await.unwrap();
+    assert_eq!(dead["arguments"]["x-queue-type"], "quorum");
+    assert!(
+        dead["arguments"].get("x-message-ttl").is_none(),
+        "dead letters never expire"
+    );
+    assert!(dead["arguments"].get("x-dead-letter-exchange").is_none());
+
+    let statuses = topology().status(&channel).await.unwrap();
+    let names: Vec<_> = statuses.iter().map(|s| s.queue.as_str()).collect();
+    assert_eq!(names, topology().queues());
+}
+
+#[tokio::test]
+async fn published_jobs_are_confirmed_and_read_back_from_the_provider_queue() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology().declare(&channel).await.unwrap();
+    let publisher = Publisher::new(&conn).await.unwrap();
+
+    let jobs: Vec<Job> = (0..50)
+        .map(|i| {
+            JobBuilder::text(
+                format!("job-{i}"),
+                "kaleyra",
+                "+254712345678",
+                format!("hello {i}"),
+            )
+            .build()
+            .unwrap()
+        })
+        .collect();
+    let mut pending = Vec::new();
+    for job in &jobs {
+        pending.push(publisher.start_job(job).await.unwrap());
+    }
+    for confirm in pending {
+        confirm.wait().await.unwrap();
+    }
+
+    let mut consumer = channel
+        .basic_consume(
+            "herald.send.kaleyra".into(),
+            "t".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for job in &jobs {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Job::parse(&delivery.data).unwrap(),
+            *job,
+            "order and content are kept"
+        );
+        assert_eq!(
+            delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str()),
+            Some(job.id.as_str())
+        );
+        assert_eq!(*delivery.properties.delivery_mode(), Some(2));
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_job_for_an_unbound_provider_lands_in_the_dead_letter_queue() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology().declare(&channel).await.unwrap();
+    let publisher = Publisher::new(&conn).await.unwrap();
+
+    let job = JobBuilder::text("lost-1", "nosuchvendor", "+254712345678", "hi")
+        .build()
+        .unwrap();
+    publisher
+        .publish_job(&job)
+        .await
+        .expect("routed to the alternate exchange, so confirmed");
+    let got = channel
+        .basic_get("herald.dead".into(), BasicGetOptions::default())
+        .await
+        .unwrap();
+    let got = got.expect("the job is in herald.dead");
+    assert_eq!(got.delivery.data, job.to_body());
+}
+
+#[tokio::test]
+async fn an_unroutable_publish_is_an_error_not_a_silent_loss() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology().declare(&channel).await.unwrap();
+    let publisher = Publisher::new(&conn).await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "herald-delay".into(),
+        lapin::types::AMQPValue::LongString("7s".into()),
+    );
+    let message =
+        herald_client::Outgoing::json("herald.delay", "kaleyra", b"{}").with_headers(headers);
+    let err = publisher.publish(message).await.unwrap_err();
+    assert!(
+        matches!(err, herald_client::PublishError::Unroutable { .. }),
+        "{err}"
+    );
+}
