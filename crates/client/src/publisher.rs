@@ -32,6 +32,9 @@ pub struct Outgoing<'a> {
     pub routing_key: &'a str,
     pub body: &'a [u8],
     pub properties: BasicProperties,
+    /// Whether an unroutable publish is an error (the default). Only
+    /// broadcasts nobody may be listening to yet, like events, turn it off.
+    pub mandatory: bool,
 }
 
 impl<'a> Outgoing<'a> {
