@@ -45,7 +45,14 @@ impl<'a> Outgoing<'a> {
             routing_key,
             body,
             properties: persistent_json(),
+            mandatory: true,
         }
+    }
+
+    /// Allows the message to be dropped when nothing is bound to receive it.
+    pub fn unrouted_ok(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 
     pub fn with_headers(mut self, headers: FieldTable) -> Self {
