@@ -12,25 +12,40 @@ pub fn herald_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
 }
 
-/// A configuration file for one test, pointing at the test's vhost and Redis
-/// prefix. `extra` is appended as-is (provider tables, retry settings …).
+/// A configuration file for one test. The file holds `toml` as given
+/// (provider tables, retry settings …); the test's vhost and Redis prefix
+/// reach the process as environment overrides, so `toml` may have its own
+/// `[amqp]` or `[redis]` tables.
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
+    overrides: Vec<(String, String)>,
 }
 
 impl TestConfig {
-    pub fn new(env: &TestEnv, extra: &str) -> TestConfig {
+    pub fn new(env: &TestEnv, toml: &str) -> TestConfig {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("herald.toml");
-        let text = format!(
-            "[amqp]\nurl = {amqp:?}\n\n[redis]\nurl = {redis:?}\nprefix = {prefix:?}\n\n{extra}\n",
-            amqp = env.amqp_url,
-            redis = env.redis_url,
-            prefix = env.prefix,
-        );
-        std::fs::write(&path, text).expect("write config");
-        TestConfig { dir, path }
+        std::fs::write(&path, toml).expect("write config");
+        let overrides = vec![
+            ("HERALD_AMQP_URL".to_owned(), env.amqp_url.clone()),
+            ("HERALD_REDIS_URL".to_owned(), env.redis_url.clone()),
+            ("HERALD_REDIS_PREFIX".to_owned(), env.prefix.clone()),
+        ];
+        TestConfig { dir, path, overrides }
+    }
+
+    /// Writes a file next to the configuration (a secret, a CSV …).
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    /// The configuration as the process sees it.
+    pub fn load(&self) -> herald_core::Config {
+        herald_core::Config::from_toml_with_env(&std::fs::read_to_string(&self.path).unwrap(), &self.overrides)
+            .expect("test configuration")
     }
 
     /// `herald --config <this> <args…>`, not yet run.
@@ -41,6 +56,7 @@ impl TestConfig {
             .arg(&self.path)
             .args(args)
             .env_remove("HERALD_CONFIG")
+            .envs(self.overrides.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         command
