@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs Herald on this machine: makes sure the local RabbitMQ and Redis are
+# up, builds `herald`, starts the mock vendor (all five vendor APIs) and a
+# worker, sends one demo job through each provider, shows what the vendors
+# received, and keeps the worker running until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+config=deploy/local.toml
+mock=127.0.0.1:9900
+
+# Demo credentials for the mock vendor (never real ones).
+export PAYHERO_BASIC_TOKEN=demo-token PINGUP_API_KEY=demo-key KALEYRA_API_KEY=demo-key
+export DIGITAL99_API_KEY=demo-key REPLYHERO_API_KEY=demo-key
+
+if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+if ! rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; then
+  rabbitmq-server -detached
+  until rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; do sleep 1; done
+fi
+
+cargo build --release --bin herald
+herald="$CARGO_TARGET_DIR/release/herald"
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+"$herald" mock-vendor --listen "$mock" & pids+=($!)
+"$herald" --config "$config" topology declare
+"$herald" --config "$config" worker & pids+=($!)
+
+# Session messages need an open window: the demo customer "wrote" just now.
+for provider in pingup kaleyra 99digital replyhero; do
+  "$herald" --config "$config" inbound record --provider "$provider" --contact +254712345678
+done
+run=$(date +%s)
+for provider in payhero pingup kaleyra 99digital; do
+  "$herald" --config "$config" enqueue --id "demo-$run-$provider" --provider "$provider" \
+    --to +254712345678 --text "Hello from Herald via $provider"
+done
+"$herald" --config "$config" enqueue --id "demo-$run-replyhero" --provider replyhero \
+  --to +254712345678 --text "Hello from Herald via replyhero" --option customer_id=CUSTOMER_ID
+
+for _ in $(seq 1 30); do
+  sent=$(curl -sf "http://$mock/_mock/requests" | grep -o '"provider"' | wc -l || true)
+  [ "$sent" -ge 5 ] && break
+  sleep 1
+done
+echo; echo "What the vendors received (GET http://$mock/_mock/stats):"
+curl -sf "http://$mock/_mock/stats"; echo
+"$herald" --config "$config" topology status
+echo; echo "Worker metrics: http://127.0.0.1:9090/metrics — Ctrl-C to stop."
+wait
