@@ -1,0 +1,133 @@
+//! `Vendors::from_config`: every account built, every vendor key checked.
+
+mod common;
+
+use common::{Secrets, vendors};
+use herald_vendors::Lookup;
+
+#[test]
+fn builds_every_provider_of_the_contract_example() {
+    let secrets = Secrets::new();
+    let key = |name| secrets.file(name, "s3cret");
+    let toml = format!(
+        r#"
+[providers.kaleyra.default]
+base_url = "https://api.kaleyra.io"
+sid = "HXAP1XXXXXX17XX"
+from = "+12025550123"
+api_key_file = "{}"
+timeout = "10s"
+webhook_secret_env = "KALEYRA_WEBHOOK_SECRET"
+
+[providers.payhero.default]
+base_url = "https://backend.payhero.co.ke"
+session = "18gdPWKzoXXXX"
+basic_token_file = "{}"
+
+[providers.pingup.default]
+base_url = "https://api.pingup.ai"
+business = "acme"
+api_key_file = "{}"
+
+[providers.99digital.default]
+base_url = "https://api.99digital.co.il"
+from = "972771234567"
+api_key_file = "{}"
+
+[providers.replyhero.default]
+base_url = "https://whatsapp.replyherotech.com"
+session_id = "SESSION_ID"
+user_id = "USER_ID"
+org_id = "ORG_ID"
+api_key_file = "{}"
+"#,
+        key("k"),
+        key("p"),
+        key("g"),
+        key("d"),
+        key("r")
+    );
+    let vendors = vendors(&toml).unwrap();
+    assert_eq!(
+        vendors.providers(),
+        ["99digital", "kaleyra", "payhero", "pingup", "replyhero"]
+    );
+    assert_eq!(
+        vendors.account("kaleyra", "default").unwrap().provider(),
+        "kaleyra"
+    );
+    assert_eq!(
+        vendors.account("kaleyra", "eu").unwrap_err(),
+        Lookup::UnknownAccount
+    );
+    assert_eq!(
+        vendors.account("twilio", "default").unwrap_err(),
+        Lookup::UnknownProvider
+    );
+}
+
+/// A provider with an adapter but no configured account is an account problem.
+#[test]
+fn a_known_but_unconfigured_provider_is_an_unknown_account() {
+    let vendors = vendors("").unwrap();
+    assert!(vendors.providers().is_empty());
+    assert_eq!(
+        vendors.account("pingup", "default").unwrap_err(),
+        Lookup::UnknownAccount
+    );
+}
+
+#[test]
+fn each_problem_names_its_key() {
+    let secrets = Secrets::new();
+    let key = secrets.file("k", "s3cret");
+    let cases = [
+        (
+            format!("sid = \"HX1\"\nfrom = \"+12025550123\"\napi_key_file = \"{key}\"\nsdi = \"typo\""),
+            "providers.kaleyra.default.sdi",
+        ),
+        (format!("from = \"+12025550123\"\napi_key_file = \"{key}\""), "providers.kaleyra.default.sid"),
+        ("sid = \"HX1\"\nfrom = \"+12025550123\"".to_owned(), "providers.kaleyra.default.api_key_env"),
+        (
+            format!("sid = \"HX1\"\nfrom = \"12025550123\"\napi_key_file = \"{key}\""),
+            "providers.kaleyra.default.from",
+        ),
+        (
+            format!("sid = \"HX/1\"\nfrom = \"+12025550123\"\napi_key_file = \"{key}\""),
+            "providers.kaleyra.default.sid",
+        ),
+        (
+            "sid = \"HX1\"\nfrom = \"+12025550123\"\napi_key_env = \"HERALD_TEST_SURELY_UNSET_VARIABLE\"".to_owned(),
+            "providers.kaleyra.default.api_key_env",
+        ),
+    ];
+    for (keys, expected) in cases {
+        let toml =
+            format!("[providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"\n{keys}");
+        let err = vendors(&toml).unwrap_err();
+        assert_eq!(err.key, expected, "{keys}: {err}");
+    }
+}
+
+#[test]
+fn a_provider_without_an_adapter_is_refused() {
+    let err =
+        vendors("[providers.twilio.default]\nbase_url = \"https://api.twilio.com\"").unwrap_err();
+    assert_eq!(err.key, "providers.twilio");
+    assert!(err.problem.contains("kaleyra"), "{}", err.problem);
+}
+
+#[test]
+fn debug_output_never_shows_a_secret() {
+    let secrets = Secrets::new();
+    let toml = format!(
+        "[providers.replyhero.default]\nbase_url = \"https://x\"\nsession_id = \"S\"\nuser_id = \"U\"\norg_id = \"O\"\napi_key_file = \"{}\"",
+        secrets.file("r", "rh-secret-value")
+    );
+    let vendors = vendors(&toml).unwrap();
+    let shown = format!("{vendors:?}");
+    assert!(
+        shown.contains("ReplyHero") && !shown.contains("rh-secret-value"),
+        "{shown}"
+    );
+}
