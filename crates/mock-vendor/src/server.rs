@@ -57,18 +57,34 @@ impl Shared {
 }
 
 impl Mock {
-    /// The next reply for `provider`: its script first, then its faults.
-    /// Also returns the latency to add before answering.
-    fn next_reply(&mut self, provider: Provider) -> (Reply, Duration) {
+    /// What `endpoint` answers a request, and how long it waits first
+    /// (`None`: forever). The vendor's own checks come first, then the
+    /// provider's script, then its faults.
+    fn answer(
+        &mut self,
+        endpoint: &Endpoint,
+        headers: &HeaderMap,
+        parsed: &Result<Value, String>,
+    ) -> (Answer, Option<Duration>) {
+        let refusal = match parsed {
+            Err(problem) => Some(Refusal::Invalid(problem.clone())),
+            Ok(request) => endpoint.check(headers, request),
+        };
+        if let Some(refusal) = refusal {
+            return (Answer::Refuse(refusal), Some(Duration::ZERO));
+        }
+        let provider = endpoint.provider();
         let spec = self.faults.for_provider(provider);
-        let latency = spec.latency(rand::random());
         let scripted = self
             .scripts
             .get_mut(&provider)
             .and_then(VecDeque::pop_front);
         let reply = scripted
             .unwrap_or_else(|| spec.decide(self.recorder.next_seq(provider), rand::random()));
-        (reply, latency)
+        match Answer::from(reply) {
+            Answer::Hang { answer_after } => (Answer::Hang { answer_after }, answer_after),
+            answer => (answer, Some(spec.latency(rand::random()))),
+        }
     }
 }
 
@@ -150,19 +166,12 @@ async fn serve_vendor(
         Ok(value) => value.clone(),
         Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
     };
-    let (answer, latency) = {
-        let mut state = shared.lock();
-        let (answer, latency) = match parsed.map(|request| endpoint.check(&headers, &request)) {
-            Err(problem) => (Answer::Refuse(Refusal::Invalid(problem)), Duration::ZERO),
-            Ok(Some(refusal)) => (Answer::Refuse(refusal), Duration::ZERO),
-            Ok(None) => {
-                let (reply, latency) = state.next_reply(provider);
-                (Answer::from(reply), latency)
-            }
-        };
+    let (answer, wait) = {
+        let mut mock = shared.lock();
+        let (answer, wait) = mock.answer(endpoint, &headers, &parsed);
         let status = answer.status(provider).map(|s| s.as_u16());
         tracing::debug!(%provider, path = uri.path(), ?status, "mock vendor request");
-        state.recorder.record(Received {
+        mock.recorder.record(Received {
             provider,
             path: uri.path().to_owned(),
             headers: flatten(&headers),
@@ -170,11 +179,7 @@ async fn serve_vendor(
             received_at,
             status,
         });
-        (answer, latency)
-    };
-    let wait = match answer {
-        Answer::Hang { answer_after } => answer_after,
-        _ => Some(latency),
+        (answer, wait)
     };
     let answered = async {
         match wait {
