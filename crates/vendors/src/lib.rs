@@ -340,10 +340,30 @@ impl VendorAccount {
 
     /// Replaces every secret of this account in `text` with [`REDACTED`].
     pub fn redact(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_owned(), |text, secret| {
-            text.replace(secret.expose(), REDACTED)
-        })
+        redact(&self.secrets, text)
     }
+}
+
+fn redact(secrets: &[Secret], text: &str) -> String {
+    secrets
+        .iter()
+        .flat_map(|secret| spellings(secret.expose()))
+        .fold(text.to_owned(), |text, spelling| {
+            text.replace(&spelling, REDACTED)
+        })
+}
+
+/// How a secret may come back in a vendor's echo: as sent, JSON-escaped, or
+/// with `/` escaped as `\/` the way PHP's `json_encode` does (base64 tokens
+/// often contain `/`).
+fn spellings(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).expect("a string serializes");
+    let json = json[1..json.len() - 1].to_owned();
+    let mut spellings = vec![secret.to_owned(), json.replace('/', "\\/"), json];
+    // Longest first, so no spelling is cut by a shorter one inside it.
+    spellings.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    spellings.dedup();
+    spellings
 }
 
 /// Refuses option keys the vendor does not take, so a typo is not silently
@@ -397,6 +417,15 @@ mod tests {
         assert!(
             shown.contains("Authorization") && shown.contains("972501234567"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_recognised_however_an_echo_escapes_them() {
+        let secrets = [Secret::new("ab/c\"d")];
+        assert_eq!(
+            redact(&secrets, r#"raw ab/c"d json ab/c\"d php ab\/c\"d"#),
+            "raw [redacted] json [redacted] php [redacted]"
         );
     }
 

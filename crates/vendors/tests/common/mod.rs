@@ -2,8 +2,6 @@
 //! secrets in files of a temporary directory (the environment is shared by
 //! every test thread, files are not).
 
-#![allow(dead_code)] // each test binary uses its own part of this module
-
 use std::path::PathBuf;
 
 use herald_core::{Config, ConfigError};
