@@ -51,15 +51,35 @@ pub const MAX_VENDOR_RESPONSE_BYTES: usize = 2048;
 /// Why a letter sits in the dead-letter queue, read from its headers.
 ///
 /// Herald stamps [`header::DEAD_REASON`] on what it dead-letters; the broker
-/// adds `x-death` when it gives up redelivering (`delivery_limit`); a job whose
-/// routing key no queue is bound to arrives through the alternate exchange with
-/// neither, which can only mean an unknown provider.
-pub fn classify_dead_letter(dead_reason: Option<&str>, has_x_death: bool) -> Option<DeadReason> {
+/// records in `x-death` when it gave up redelivering (`broker_gave_up`, see
+/// [`broker_gave_up`]); a job whose routing key no queue is bound to arrives
+/// through the alternate exchange with neither, which can only mean an
+/// unknown provider.
+pub fn classify_dead_letter(dead_reason: Option<&str>, broker_gave_up: bool) -> Option<DeadReason> {
     match dead_reason {
         Some(code) => code.parse().ok(),
-        None if has_x_death => Some(DeadReason::DeliveryLimit),
+        None if broker_gave_up => Some(DeadReason::DeliveryLimit),
         None => Some(DeadReason::UnknownProvider),
     }
+}
+
+/// One entry of the broker's `x-death` header: which queue dead-lettered the
+/// message and why (`rejected`, `expired`, `maxlen`, `delivery_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerDeath<'a> {
+    pub queue: &'a str,
+    pub reason: &'a str,
+}
+
+/// Whether `x-death` says the broker gave up on a job: a provider queue
+/// dead-lettered it after its delivery limit or a rejection. A delay tier's
+/// `expired` entry is an ordinary retry hop, not a death.
+pub fn broker_gave_up<'a>(deaths: impl IntoIterator<Item = BrokerDeath<'a>>) -> bool {
+    let provider_queue = format!("{SEND_EXCHANGE}.");
+    deaths.into_iter().any(|death| {
+        death.queue.starts_with(&provider_queue)
+            && matches!(death.reason, "delivery_limit" | "rejected")
+    })
 }
 
 /// Why a job was dead-lettered (CONTRACT §3).
@@ -201,6 +221,37 @@ mod tests {
             assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
         }
         assert!("nope".parse::<DeadReason>().unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn only_a_provider_queue_giving_up_is_a_delivery_limit_death() {
+        let death = |queue, reason| BrokerDeath { queue, reason };
+        let tier_hop = death("herald.delay.5s", "expired");
+        assert!(
+            !broker_gave_up([tier_hop]),
+            "a delay tier's expiry is a retry hop"
+        );
+        assert!(broker_gave_up([
+            tier_hop,
+            death("herald.send.kaleyra", "delivery_limit")
+        ]));
+        assert!(broker_gave_up([death("herald.send.payhero", "rejected")]));
+        assert!(!broker_gave_up([death("herald.dead", "rejected")]));
+        assert!(!broker_gave_up([]));
+
+        assert_eq!(
+            classify_dead_letter(Some("window_closed"), true),
+            Some(DeadReason::WindowClosed)
+        );
+        assert_eq!(
+            classify_dead_letter(None, true),
+            Some(DeadReason::DeliveryLimit)
+        );
+        assert_eq!(
+            classify_dead_letter(None, false),
+            Some(DeadReason::UnknownProvider)
+        );
+        assert_eq!(classify_dead_letter(Some("nonsense"), false), None);
     }
 
     #[test]
