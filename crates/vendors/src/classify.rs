@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::Verdict;
 
 /// WhatsApp's "re-engagement message" error: the 24-hour window is closed.
-pub(crate) const WINDOW_CLOSED_CODE: &str = "131047";
+const WINDOW_CLOSED_CODE: &str = "131047";
 
 /// How much of an unreadable body a detail quotes.
 const SUMMARY_BYTES: usize = 200;
@@ -104,7 +104,7 @@ fn window_closed(code: Option<String>, detail: String) -> Verdict {
 
 /// What an HTTP (or vendor-reported) failure status means: throttling and
 /// server trouble pass, everything else is the request's fault.
-pub(crate) fn by_status(
+fn by_status(
     status: u16,
     retry_after: Option<Duration>,
     code: Option<String>,
@@ -133,7 +133,7 @@ pub(crate) fn by_status(
 /// (`"code": 131047`), in Meta's message text (`(#131047) Re-engagement
 /// message`), or as JSON escaped inside a vendor's own error string. A bare
 /// `131047` is not enough: it could be part of a phone number.
-pub(crate) fn says_window_closed(text: &str) -> bool {
+fn says_window_closed(text: &str) -> bool {
     let normalized: String = text
         .chars()
         .filter(|c| *c != '\\' && !c.is_whitespace())
@@ -150,7 +150,7 @@ pub(crate) fn says_window_closed(text: &str) -> bool {
 }
 
 /// The start of a body that could not be read as the vendor's JSON.
-pub(crate) fn summary(text: &str) -> String {
+fn summary(text: &str) -> String {
     match text.trim() {
         "" => "empty body".to_owned(),
         trimmed => truncate_utf8(trimmed, SUMMARY_BYTES).to_owned(),
