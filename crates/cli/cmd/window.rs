@@ -1,30 +1,182 @@
-//! `herald inbound record` and `herald window show`.
+//! `herald inbound record` and `herald window show`: the 24-hour window
+//! from the command line, on the same Redis keys the worker reads.
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use herald_core::Config;
+use herald_core::protocol::rfc3339;
+use herald_store::{Contact, Store, WindowState};
+use serde_json::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum InboundCommand {
-    /// Record a customer's inbound message.
-    Record,
+    /// Record a customer's inbound message: opens or refreshes the window.
+    /// A message older than the one already recorded changes nothing.
+    Record(RecordArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WindowCommand {
     /// Show whether the window to a contact is open.
-    Show,
+    Show(ShowArgs),
+}
+
+/// Whose window: a contact of one configured provider account.
+#[derive(Debug, clap::Args)]
+pub struct ContactArgs {
+    /// The provider, e.g. kaleyra.
+    #[arg(long)]
+    provider: String,
+    /// The provider account.
+    #[arg(long, default_value = "default")]
+    account: String,
+    /// The customer, in E.164 (`+` then 8–15 digits).
+    #[arg(long, value_parser = e164)]
+    contact: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    who: ContactArgs,
+    /// When the customer's message was sent (RFC 3339), e.g. the vendor's
+    /// timestamp; default now.
+    #[arg(long, value_parser = rfc3339_instant)]
+    at: Option<DateTime<Utc>>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    who: ContactArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn e164(value: &str) -> Result<String, String> {
+    if herald_core::job::is_e164(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("{value:?} is not E.164 (`+` then 8–15 digits)"))
+    }
+}
+
+fn rfc3339_instant(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{value:?} is not an RFC 3339 time like 2026-11-21T10:00:00Z ({e})"))
 }
 
 pub async fn run_inbound(
-    _command: InboundCommand,
-    _config: Option<&Path>,
+    command: InboundCommand,
+    config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    super::not_built("inbound")
+    let InboundCommand::Record(args) = command;
+    let config = super::load_config(config)?;
+    let contact = configured_contact(&config, &args.who)?;
+    let store = connect(&config).await?;
+    let at = args.at.unwrap_or_else(Utc::now);
+    let window = Duration::from_secs(u64::from(config.window.hours) * 3600);
+    let stored = store
+        .record_inbound(&contact, at.timestamp_millis(), window)
+        .await
+        .context("could not record the inbound message")?;
+    let state = WindowState::at(Some(stored), Utc::now(), &config.window);
+    if args.json {
+        let mut report = window_json(&args.who, &state);
+        report["recorded"] = json!(rfc3339(at));
+        println!("{report}");
+    } else {
+        println!(
+            "recorded an inbound message from {} ({}/{}) at {}",
+            args.who.contact,
+            args.who.provider,
+            args.who.account,
+            rfc3339(at)
+        );
+        if stored > at.timestamp_millis() {
+            println!("a later inbound message was already recorded; it stays");
+        }
+        print_window(&args.who, &state);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_window(
-    _command: WindowCommand,
-    _config: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
-    super::not_built("window")
+pub async fn run_window(command: WindowCommand, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let WindowCommand::Show(args) = command;
+    let config = super::load_config(config)?;
+    let contact = configured_contact(&config, &args.who)?;
+    let store = connect(&config).await?;
+    let last = store
+        .last_inbound(&contact)
+        .await
+        .context("could not read the last inbound message")?;
+    let state = WindowState::at(last, Utc::now(), &config.window);
+    if args.json {
+        println!("{}", window_json(&args.who, &state));
+    } else {
+        print_window(&args.who, &state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The contact, once its account is known to be configured: a window kept
+/// for an account that does not exist is a typo nobody would notice.
+fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Contact> {
+    if config.account(&who.provider, &who.account).is_none() {
+        bail!(
+            "no account `{}` of provider `{}` in the configuration (expected [providers.{}.{}])",
+            who.account,
+            who.provider,
+            who.provider,
+            who.account
+        );
+    }
+    Ok(Contact {
+        provider: who.provider.clone(),
+        account: who.account.clone(),
+        digits: who.contact.trim_start_matches('+').to_owned(),
+    })
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Store> {
+    Store::connect(&config.redis.url, &config.redis.prefix)
+        .await
+        .context("cannot reach Redis (configuration key redis.url)")
+}
+
+/// The shape of `GET /v1/window/…`, plus whose window it is.
+fn window_json(who: &ContactArgs, state: &WindowState) -> serde_json::Value {
+    json!({
+        "provider": who.provider,
+        "account": who.account,
+        "contact": who.contact,
+        "open": state.open,
+        "last_inbound": state.last_inbound.map(rfc3339),
+        "closes_at": state.closes_at.map(rfc3339),
+    })
+}
+
+fn print_window(who: &ContactArgs, state: &WindowState) {
+    let status = if state.open { "open" } else { "closed" };
+    println!(
+        "window to {} ({}/{}): {status}",
+        who.contact, who.provider, who.account
+    );
+    match (state.last_inbound, state.closes_at) {
+        (Some(last), Some(closes)) => {
+            println!("  last inbound: {}", rfc3339(last));
+            let verb = if state.open { "closes at" } else { "closed at" };
+            println!("  {verb}:    {}", rfc3339(closes));
+        }
+        _ => println!("  no inbound message recorded"),
+    }
 }
