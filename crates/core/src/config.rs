@@ -28,6 +28,7 @@ const OVERRIDABLE: &[(&str, &[&str])] = &[
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct Config {
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
@@ -233,22 +234,6 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            amqp: AmqpConfig::default(),
-            redis: RedisConfig::default(),
-            window: WindowConfig::default(),
-            retry: RetryConfig::default(),
-            idempotency: IdempotencyConfig::default(),
-            http: HttpConfig::default(),
-            api: ApiConfig::default(),
-            worker: WorkerConfig::default(),
-            providers: BTreeMap::new(),
-        }
-    }
-}
-
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration key `{key}`: {problem}")]
@@ -344,13 +329,13 @@ impl Config {
                         "must be an http:// or https:// URL",
                     ));
                 }
-                if let Some(rate) = settings.rate_per_second {
-                    if !(rate.is_finite() && rate > 0.0) {
-                        return Err(ConfigError::new(
-                            key("rate_per_second"),
-                            "must be a positive number",
-                        ));
-                    }
+                if let Some(rate) = settings.rate_per_second
+                    && !(rate.is_finite() && rate > 0.0)
+                {
+                    return Err(ConfigError::new(
+                        key("rate_per_second"),
+                        "must be a positive number",
+                    ));
                 }
                 if settings.burst == 0 {
                     return Err(ConfigError::new(key("burst"), "must be at least 1"));
@@ -527,7 +512,7 @@ pub fn format_duration(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

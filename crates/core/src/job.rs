@@ -196,10 +196,10 @@ impl Job {
                 check_message("fallback_template", fallback, &mut errors);
             }
         }
-        if let (Some(start), Some(end)) = (not_before, expires_at) {
-            if end <= start {
-                errors.push("expires_at", "must be later than not_before");
-            }
+        if let (Some(start), Some(end)) = (not_before, expires_at)
+            && end <= start
+        {
+            errors.push("expires_at", "must be later than not_before");
         }
         if let Some(metadata) = &metadata {
             let size = serde_json::to_vec(metadata)
