@@ -180,3 +180,65 @@ fn print_window(who: &ContactArgs, state: &WindowState) {
         _ => println!("  no inbound message recorded"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(provider: &str, account: &str) -> ContactArgs {
+        ContactArgs {
+            provider: provider.into(),
+            account: account.into(),
+            contact: "+254712345678".into(),
+        }
+    }
+
+    fn config_with_kaleyra_default() -> Config {
+        let toml = "[providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"\n";
+        Config::from_toml_with_env(toml, &[]).expect("valid configuration")
+    }
+
+    #[test]
+    fn a_contact_must_be_e164() {
+        assert_eq!(e164("+254712345678").as_deref(), Ok("+254712345678"));
+        for bad in ["254712345678", "+2547", "+25471234567a", ""] {
+            let problem = e164(bad).unwrap_err();
+            assert!(problem.contains("not E.164"), "{bad}: {problem}");
+        }
+    }
+
+    #[test]
+    fn at_takes_any_rfc3339_offset_and_names_a_bad_time() {
+        let at = rfc3339_instant("2026-11-21T12:00:00+02:00").unwrap();
+        assert_eq!(rfc3339(at), "2026-11-21T10:00:00.000Z");
+        assert!(
+            rfc3339_instant("yesterday")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn the_contact_key_uses_digits_of_a_configured_account() {
+        let contact =
+            configured_contact(&config_with_kaleyra_default(), &who("kaleyra", "default")).unwrap();
+        assert_eq!(
+            contact,
+            Contact {
+                provider: "kaleyra".into(),
+                account: "default".into(),
+                digits: "254712345678".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unconfigured_account_is_refused_by_name() {
+        let error = configured_contact(&config_with_kaleyra_default(), &who("kaleyra", "typo"))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("[providers.kaleyra.typo]"),
+            "{error}"
+        );
+    }
+}

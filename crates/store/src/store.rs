@@ -108,11 +108,6 @@ impl Store {
         }
     }
 
-    /// The key prefix every key of this store starts with.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     fn key(&self, parts: &[&str]) -> String {
         let mut key = String::from(&*self.prefix);
         key.push_str(&parts.join(":"));
