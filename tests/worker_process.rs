@@ -1,0 +1,191 @@
+//! The real `herald worker` process under SIGKILL and SIGTERM: nothing lost.
+
+use std::collections::HashSet;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use herald_client::{JobBuilder, Publisher, Topology, connect};
+use herald_core::protocol::DEAD_QUEUE;
+use herald_testkit::TestEnv;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use redis::AsyncCommands;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request};
+
+use crate::support::TestConfig;
+use crate::worker::{kaleyra_account, kaleyra_ok};
+
+/// Worker processes sharing one test's vhost, Redis prefix and fake vendor.
+pub struct Fleet {
+    pub env: TestEnv,
+    pub vendor: MockServer,
+    pub config: TestConfig,
+    pub channel: lapin::Channel,
+    pub publisher: Publisher,
+}
+
+const JOBS: usize = 120;
+
+impl Fleet {
+    /// Vendor answers after `latency`; templates skip the window.
+    async fn start(latency: Duration, grace: &str) -> Fleet {
+        let vendor = MockServer::start().await;
+        Mock::given(method("POST")).respond_with(kaleyra_ok().set_delay(latency)).mount(&vendor).await;
+        let sections = format!(
+            "[amqp]\nprefetch = 8\n[retry]\nimmediate = 0\ndelays = [\"1s\"]\nmax_attempts = 5\n[worker]\nshutdown_grace = {grace:?}\n"
+        );
+        Fleet::with(vendor, &sections, "").await
+    }
+
+    /// Workers configured with `sections` (TOML) and the Kaleyra account at
+    /// `vendor` with `account_extra` in its table.
+    pub async fn with(vendor: MockServer, sections: &str, account_extra: &str) -> Fleet {
+        let env = TestEnv::new().await;
+        let config = TestConfig::new(&env, "");
+        let key_file = config.file("kaleyra.key", "test-kaleyra-key-0123456789");
+        let toml = format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n{sections}\n{}",
+            kaleyra_account(&vendor.uri(), &key_file, account_extra)
+        );
+        std::fs::write(&config.path, toml).unwrap();
+        let connection = connect(&env.amqp_url, "test").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        Topology::from_config(&config.load()).declare(&channel).await.unwrap();
+        let publisher = Publisher::new(&connection).await.unwrap();
+        std::mem::forget(connection); // closes with the test process
+        Fleet { env, vendor, config, channel, publisher }
+    }
+
+    /// Publishes `JOBS` template jobs (no window needed), confirmed.
+    pub async fn publish_jobs(&self, tag: &str) -> Vec<String> {
+        self.publish_n(tag, JOBS).await
+    }
+
+    pub async fn publish_n(&self, tag: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut confirms = Vec::new();
+        for i in 0..n {
+            let id = format!("{tag}-{i}");
+            let job = JobBuilder::template(&id, "kaleyra", "+254712345678", "order_update", "en", vec![i.to_string()])
+                .build()
+                .unwrap();
+            confirms.push(self.publisher.start_job(&job).await.unwrap());
+            ids.push(id);
+        }
+        for confirm in confirms {
+            confirm.wait().await.unwrap();
+        }
+        ids
+    }
+
+    pub fn spawn_worker(&self) -> Child {
+        self.config.command(&["worker"]).stderr(std::process::Stdio::null()).spawn().expect("spawn herald worker")
+    }
+
+    async fn vendor_requests(&self) -> Vec<Request> {
+        self.vendor.received_requests().await.unwrap_or_default()
+    }
+
+    async fn wait_for_calls(&self, at_least: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.vendor_requests().await.len() < at_least {
+            assert!(Instant::now() < deadline, "fewer than {at_least} vendor calls within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ids recorded as sent in Redis.
+    async fn sent_ids(&self, ids: &[String]) -> HashSet<String> {
+        let mut redis = self.env.redis().await;
+        let mut sent = HashSet::new();
+        for id in ids {
+            let exists: bool = redis.exists(format!("{}sent:{id}", self.env.prefix)).await.unwrap();
+            if exists {
+                sent.insert(id.clone());
+            }
+        }
+        sent
+    }
+
+    pub async fn wait_until_all_sent(&self, ids: &[String], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let sent = self.sent_ids(ids).await;
+            if sent.len() == ids.len() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "only {} of {} jobs sent within {within:?}", sent.len(), ids.len());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        self.channel.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
+    }
+
+    /// Distinct job ids the vendor received (Kaleyra's `params` field is the index).
+    async fn distinct_calls(&self) -> (usize, usize) {
+        let requests = self.vendor_requests().await;
+        let bodies: HashSet<Vec<u8>> = requests.iter().map(|r| r.body.clone()).collect();
+        (requests.len(), bodies.len())
+    }
+}
+
+pub fn signal(child: &Child, signal: Signal) {
+    kill(Pid::from_raw(child.id() as i32), signal).expect("signal the worker");
+}
+
+#[tokio::test]
+async fn sigkill_with_jobs_in_flight_then_restart_loses_nothing() {
+    let fleet = Fleet::start(Duration::from_millis(150), "5s").await;
+    let ids = fleet.publish_jobs("kill").await;
+    let mut worker = fleet.spawn_worker();
+    fleet.wait_for_calls(20, Duration::from_secs(30)).await;
+    signal(&worker, Signal::SIGKILL);
+    worker.wait().unwrap();
+    let before_restart = fleet.sent_ids(&ids).await.len();
+    assert!(before_restart < JOBS, "the kill happened mid-run");
+
+    let mut worker = fleet.spawn_worker();
+    fleet.wait_until_all_sent(&ids, Duration::from_secs(90)).await;
+    signal(&worker, Signal::SIGTERM);
+    assert!(worker.wait().unwrap().success());
+
+    let (calls, distinct) = fleet.distinct_calls().await;
+    assert_eq!(distinct, JOBS, "every job reached the vendor");
+    assert!(calls - distinct <= 8, "at most the prefetch window was in flight at the kill: {} repeats", calls - distinct);
+    assert_eq!(fleet.depth("herald.send.kaleyra").await, 0);
+    assert_eq!(fleet.depth("herald.delay.1s").await, 0);
+    assert_eq!(fleet.depth(DEAD_QUEUE).await, 0);
+    eprintln!("sigkill: {JOBS} jobs, {before_restart} sent before the kill, {calls} vendor calls, {distinct} distinct");
+}
+
+#[tokio::test]
+async fn sigterm_under_load_exits_within_the_grace_period_and_loses_nothing() {
+    let fleet = Fleet::start(Duration::from_millis(400), "3s").await;
+    let ids = fleet.publish_jobs("term").await;
+    let mut worker = fleet.spawn_worker();
+    fleet.wait_for_calls(10, Duration::from_secs(30)).await;
+
+    let asked = Instant::now();
+    signal(&worker, Signal::SIGTERM);
+    let status = worker.wait().unwrap();
+    let took = asked.elapsed();
+    assert!(status.success(), "exit 0 after SIGTERM: {status}");
+    assert!(took < Duration::from_secs(3) + Duration::from_secs(2), "exited {took:?} after SIGTERM; grace is 3s");
+
+    // What the stopped worker did not finish is still queued; a new one drains it.
+    let mut worker = fleet.spawn_worker();
+    fleet.wait_until_all_sent(&ids, Duration::from_secs(90)).await;
+    signal(&worker, Signal::SIGTERM);
+    assert!(worker.wait().unwrap().success());
+    let (calls, distinct) = fleet.distinct_calls().await;
+    assert_eq!(distinct, JOBS);
+    assert_eq!(calls, JOBS, "a graceful stop sends nothing twice");
+    assert_eq!(fleet.depth("herald.send.kaleyra").await, 0);
+    assert_eq!(fleet.depth(DEAD_QUEUE).await, 0);
+}
