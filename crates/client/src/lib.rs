@@ -7,6 +7,7 @@
 //! worker's pipeline) or Redis.
 
 mod builder;
+pub mod bulk;
 mod publisher;
 pub mod topology;
 
