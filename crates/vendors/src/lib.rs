@@ -207,7 +207,7 @@ pub struct Vendors {
 /// Which part of a `(provider, account)` pair is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// Herald has no adapter for the provider.
+    /// Herald has no adapter for the provider, or none of its accounts is configured.
     UnknownProvider,
     /// The provider exists but this account is not configured.
     UnknownAccount,
@@ -254,15 +254,12 @@ impl Vendors {
         Ok(Vendors { accounts })
     }
 
-    /// The configured account, or which half of the pair is unknown.
+    /// The configured account, or which half of the pair is unknown. A
+    /// provider this deployment has no account for is unknown here, adapter
+    /// or not: there is nothing to send it with (and no queue for it).
     pub fn account(&self, provider: &str, account: &str) -> Result<&VendorAccount, Lookup> {
-        if !Vendors::is_known_provider(provider) {
-            return Err(Lookup::UnknownProvider);
-        }
-        self.accounts
-            .get(provider)
-            .and_then(|accounts| accounts.get(account))
-            .ok_or(Lookup::UnknownAccount)
+        let accounts = self.accounts.get(provider).ok_or(Lookup::UnknownProvider)?;
+        accounts.get(account).ok_or(Lookup::UnknownAccount)
     }
 
     /// Configured provider names.

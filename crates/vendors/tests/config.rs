@@ -66,14 +66,15 @@ api_key_file = "{}"
     );
 }
 
-/// A provider with an adapter but no configured account is an account problem.
+/// A provider with an adapter but no configured account cannot be sent
+/// with here: it is as unknown to this deployment as one without an adapter.
 #[test]
-fn a_known_but_unconfigured_provider_is_an_unknown_account() {
+fn a_known_but_unconfigured_provider_is_an_unknown_provider() {
     let vendors = vendors("").unwrap();
     assert!(vendors.providers().is_empty());
     assert_eq!(
         vendors.account("pingup", "default").unwrap_err(),
-        Lookup::UnknownAccount
+        Lookup::UnknownProvider
     );
 }
 
