@@ -126,7 +126,7 @@ impl Publisher {
                 message.exchange.into(),
                 message.routing_key.into(),
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory: message.mandatory,
                     ..BasicPublishOptions::default()
                 },
                 message.body,

@@ -162,3 +162,14 @@ async fn an_unroutable_publish_is_an_error_not_a_silent_loss() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_broadcast_nobody_listens_to_may_go_unrouted() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology().declare(&channel).await.unwrap();
+    let publisher = Publisher::new(&conn).await.unwrap();
+    let event = herald_client::Outgoing::json("herald.events", "sent.kaleyra", b"{}").unrouted_ok();
+    publisher.publish(event).await.expect("no queue bound, and that is fine for events");
+}

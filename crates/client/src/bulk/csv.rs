@@ -105,7 +105,7 @@ pub fn csv_rows<R: io::Read>(
     input: R,
     fields: &Map<String, Value>,
     batch_id: Option<&str>,
-) -> Result<impl Iterator<Item = io::Result<Row>>, CsvSetupError> {
+) -> Result<impl Iterator<Item = io::Result<Row>> + use<R>, CsvSetupError> {
     let mut reader = ReaderBuilder::new().from_reader(LineIndex::new(input));
     let header: Vec<String> = reader
         .headers()

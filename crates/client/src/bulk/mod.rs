@@ -15,9 +15,13 @@ use std::collections::hash_map::Entry;
 use std::io;
 
 use futures::StreamExt;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ExchangeKind};
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
+use herald_core::protocol::{SEND_EXCHANGE, send_queue};
 use herald_core::{Job, JobErrors, Problem};
 
 use crate::Publisher;
@@ -189,6 +193,58 @@ pub async fn publish(
         progress(&ledger.report);
     }
     ledger.report
+}
+
+/// What stops published jobs from reaching a provider queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// `herald.send` does not exist: nothing can be published.
+    SendExchange,
+    /// The provider has no queue: its jobs go straight to the dead-letter
+    /// queue (the send exchange's alternate exchange) as `unknown_provider`.
+    ProviderQueue(String),
+}
+
+/// Checks the topology before a bulk publish, so a missing exchange is one
+/// clear error instead of one failure per row.
+pub async fn missing_topology(
+    connection: &Connection,
+    provider: Option<&str>,
+) -> Result<Option<Missing>, lapin::Error> {
+    if !exchange_exists(connection, SEND_EXCHANGE).await? {
+        return Ok(Some(Missing::SendExchange));
+    }
+    let Some(provider) = provider else {
+        return Ok(None);
+    };
+    let queue = send_queue(provider);
+    Ok((!queue_exists(connection, &queue).await?).then_some(Missing::ProviderQueue(queue)))
+}
+
+// Each check gets a channel of its own: a failed passive declaration closes it.
+
+async fn exchange_exists(connection: &Connection, exchange: &str) -> Result<bool, lapin::Error> {
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let channel = connection.create_channel().await?;
+    let declared = channel
+        .exchange_declare(exchange.into(), ExchangeKind::Direct, passive, FieldTable::default())
+        .await;
+    Ok(declared.is_ok())
+}
+
+async fn queue_exists(connection: &Connection, queue: &str) -> Result<bool, lapin::Error> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let channel = connection.create_channel().await?;
+    let declared = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await;
+    Ok(declared.is_ok())
 }
 
 #[cfg(test)]
