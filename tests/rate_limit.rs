@@ -35,11 +35,18 @@ impl Respond for Clocked {
 async fn clocked_vendor(throttle_at: Option<usize>) -> (MockServer, Arc<Mutex<Vec<Instant>>>) {
     let vendor = MockServer::start().await;
     let arrivals = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(method("POST")).respond_with(Clocked { arrivals: arrivals.clone(), throttle_at }).mount(&vendor).await;
+    Mock::given(method("POST"))
+        .respond_with(Clocked {
+            arrivals: arrivals.clone(),
+            throttle_at,
+        })
+        .mount(&vendor)
+        .await;
     (vendor, arrivals)
 }
 
-const SECTIONS: &str = "[amqp]\nprefetch = 16\n[retry]\nimmediate = 0\ndelays = [\"1s\"]\nmax_attempts = 5\n";
+const SECTIONS: &str =
+    "[amqp]\nprefetch = 16\n[retry]\nimmediate = 0\ndelays = [\"1s\"]\nmax_attempts = 5\n";
 const LIMIT: &str = "rate_per_second = 20\nburst = 1\n";
 
 /// Requests per second over the steady part: the first and last tenth of the
@@ -47,7 +54,11 @@ const LIMIT: &str = "rate_per_second = 20\nburst = 1\n";
 fn steady_rate(arrivals: &[Instant]) -> f64 {
     let cut = arrivals.len() / 10;
     let steady = &arrivals[cut..arrivals.len() - cut];
-    let span = steady.last().unwrap().duration_since(steady[0]).as_secs_f64();
+    let span = steady
+        .last()
+        .unwrap()
+        .duration_since(steady[0])
+        .as_secs_f64();
     (steady.len() - 1) as f64 / span
 }
 
@@ -56,7 +67,9 @@ async fn rate_with_workers(workers: usize) -> f64 {
     let fleet = Fleet::with(vendor, SECTIONS, LIMIT).await;
     let children: Vec<_> = (0..workers).map(|_| fleet.spawn_worker()).collect();
     let ids = fleet.publish_n(&format!("rate{workers}"), 200).await;
-    fleet.wait_until_all_sent(&ids, Duration::from_secs(60)).await;
+    fleet
+        .wait_until_all_sent(&ids, Duration::from_secs(60))
+        .await;
     for mut child in children {
         signal(&child, Signal::SIGTERM);
         child.wait().unwrap();
@@ -70,14 +83,20 @@ async fn rate_with_workers(workers: usize) -> f64 {
 async fn one_worker_keeps_the_account_rate() {
     let rate = rate_with_workers(1).await;
     eprintln!("1 worker: {rate:.2}/s at the vendor (limit 20/s)");
-    assert!((18.0..=22.0).contains(&rate), "{rate:.2}/s is not within ±10 % of 20/s");
+    assert!(
+        (18.0..=22.0).contains(&rate),
+        "{rate:.2}/s is not within ±10 % of 20/s"
+    );
 }
 
 #[tokio::test]
 async fn three_workers_share_one_account_rate() {
     let rate = rate_with_workers(3).await;
     eprintln!("3 workers: {rate:.2}/s at the vendor in total (limit 20/s)");
-    assert!((18.0..=22.0).contains(&rate), "{rate:.2}/s is not within ±10 % of 20/s");
+    assert!(
+        (18.0..=22.0).contains(&rate),
+        "{rate:.2}/s is not within ±10 % of 20/s"
+    );
 }
 
 #[tokio::test]
@@ -88,7 +107,9 @@ async fn a_429_pauses_the_account_on_every_replica_without_spending_an_attempt()
     let mut events = bind_events(&events_channel).await;
     let children: Vec<_> = (0..3).map(|_| fleet.spawn_worker()).collect();
     let ids = fleet.publish_n("throttled", 100).await;
-    fleet.wait_until_all_sent(&ids, Duration::from_secs(60)).await;
+    fleet
+        .wait_until_all_sent(&ids, Duration::from_secs(60))
+        .await;
     for mut child in children {
         signal(&child, Signal::SIGTERM);
         child.wait().unwrap();
@@ -101,22 +122,41 @@ async fn a_429_pauses_the_account_on_every_replica_without_spending_an_attempt()
     // that, no replica calls the account until the pause is over.
     let in_pause = arrivals
         .iter()
-        .filter(|t| **t > throttled_at + Duration::from_millis(250) && **t < throttled_at + Duration::from_millis(1800))
+        .filter(|t| {
+            **t > throttled_at + Duration::from_millis(250)
+                && **t < throttled_at + Duration::from_millis(1800)
+        })
         .count();
-    assert_eq!(in_pause, 0, "no replica called the account during the 2 s pause");
-    let resumed = arrivals.iter().find(|t| **t > throttled_at + Duration::from_millis(250)).unwrap();
+    assert_eq!(
+        in_pause, 0,
+        "no replica called the account during the 2 s pause"
+    );
+    let resumed = arrivals
+        .iter()
+        .find(|t| **t > throttled_at + Duration::from_millis(250))
+        .unwrap();
     let held = resumed.duration_since(throttled_at);
     eprintln!("429 with Retry-After: 2 held the account for {held:?} across 3 replicas");
-    assert!(held >= Duration::from_millis(1800) && held < Duration::from_secs(4), "held {held:?}");
+    assert!(
+        held >= Duration::from_millis(1800) && held < Duration::from_secs(4),
+        "held {held:?}"
+    );
 
     let mut attempts = Vec::new();
     while attempts.len() < 100 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         delivery.ack(BasicAckOptions::default()).await.unwrap();
         let event: Event = serde_json::from_slice(&delivery.data).unwrap();
         if event.status == EventStatus::Sent {
             attempts.push(event.attempt);
         }
     }
-    assert!(attempts.iter().all(|a| *a == 1), "a throttled call spends no attempt: {attempts:?}");
+    assert!(
+        attempts.iter().all(|a| *a == 1),
+        "a throttled call spends no attempt: {attempts:?}"
+    );
 }

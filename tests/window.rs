@@ -11,24 +11,37 @@ use herald_store::{Contact, Store};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::worker::{FAST_RETRY, Harness, free_local_addr, kaleyra_ok, text_job};
+use crate::worker::{FAST_RETRY, Harness, free_local_addr, kaleyra_account, kaleyra_ok, text_job};
 
 const KALEYRA_PATH: &str = "/v1/HXAP1XXXXXX17XX/messages";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn contact() -> Contact {
-    Contact { provider: "kaleyra".into(), account: "default".into(), digits: "254712345678".into() }
+    Contact {
+        provider: "kaleyra".into(),
+        account: "default".into(),
+        digits: "254712345678".into(),
+    }
 }
 
 async fn inbound_ago(h: &Harness, ago: TimeDelta) {
-    let store = Store::connect(&h.env.redis_url, &h.env.prefix).await.unwrap();
+    let store = Store::connect(&h.env.redis_url, &h.env.prefix)
+        .await
+        .unwrap();
     let at = (Utc::now() - ago).timestamp_millis();
-    store.record_inbound(&contact(), at, h.config.window.open_for()).await.unwrap();
+    store
+        .record_inbound(&contact(), at, h.config.window.open_for())
+        .await
+        .unwrap();
 }
 
 async fn started() -> Harness {
     let h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(kaleyra_ok()).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
     h
 }
 
@@ -56,24 +69,41 @@ async fn closed_windows_dead_letter_session_messages_without_calling_the_vendor(
     inbound_ago(&h, TimeDelta::hours(25)).await;
     h.publish(&text_job("wrote-yesterday")).await;
     let (dead, _) = h.event_with(EventStatus::Dead, WAIT).await;
-    assert_eq!((dead.job_id.as_str(), dead.reason), ("wrote-yesterday", Some(DeadReason::WindowClosed)));
+    assert_eq!(
+        (dead.job_id.as_str(), dead.reason),
+        ("wrote-yesterday", Some(DeadReason::WindowClosed))
+    );
 
     // 23 h 59 min ago: inside 24 h, but within the 2 min margin.
     inbound_ago(&h, TimeDelta::hours(23) + TimeDelta::minutes(59)).await;
     h.publish(&text_job("on-the-edge")).await;
     let (dead, _) = h.event_with(EventStatus::Dead, WAIT).await;
-    assert_eq!((dead.job_id.as_str(), dead.reason), ("on-the-edge", Some(DeadReason::WindowClosed)));
+    assert_eq!(
+        (dead.job_id.as_str(), dead.reason),
+        ("on-the-edge", Some(DeadReason::WindowClosed))
+    );
 
-    assert_eq!(h.vendor_calls().await, 0, "no vendor call for a closed window");
+    assert_eq!(
+        h.vendor_calls().await,
+        0,
+        "no vendor call for a closed window"
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn templates_need_no_window() {
     let mut h = started().await;
-    let job = JobBuilder::template("tpl-1", "kaleyra", "+254712345678", "order_update", "en", vec!["1234".into()])
-        .build()
-        .unwrap();
+    let job = JobBuilder::template(
+        "tpl-1",
+        "kaleyra",
+        "+254712345678",
+        "order_update",
+        "en",
+        vec!["1234".into()],
+    )
+    .build()
+    .unwrap();
     h.publish(&job).await;
     let (sent, _) = h.event_with(EventStatus::Sent, WAIT).await;
     assert_eq!(sent.job_id, "tpl-1");
@@ -86,16 +116,23 @@ async fn templates_need_no_window() {
 #[tokio::test]
 async fn a_closed_window_sends_the_fallback_template() {
     let mut h = started().await;
-    let job = JobBuilder::text("fallback-1", "kaleyra", "+254712345678", "Your order has shipped")
-        .fallback_template("order_update", "en", vec!["1234".into()])
-        .build()
-        .unwrap();
+    let job = JobBuilder::text(
+        "fallback-1",
+        "kaleyra",
+        "+254712345678",
+        "Your order has shipped",
+    )
+    .fallback_template("order_update", "en", vec!["1234".into()])
+    .build()
+    .unwrap();
     h.publish(&job).await;
     let (sent, _) = h.event_with(EventStatus::Sent, WAIT).await;
     assert!(sent.fallback_used, "the event says the fallback was used");
     let requests = h.vendor.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&requests[0].body).into_owned().collect();
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&requests[0].body)
+        .into_owned()
+        .collect();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     assert_eq!(field("type").as_deref(), Some("template"));
     assert_eq!(field("template_name").as_deref(), Some("order_update"));
@@ -108,14 +145,20 @@ async fn a_closed_window_sends_the_fallback_template() {
 async fn a_vendor_saying_the_window_is_closed_clears_the_stored_time() {
     let mut h = Harness::start(FAST_RETRY, "").await;
     let closed = serde_json::json!({"error": {"code": 131047, "message": "Re-engagement message: more than 24 hours have passed since the recipient last replied"}});
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(ResponseTemplate::new(400).set_body_json(closed))
-        .mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(closed))
+        .mount(&h.vendor)
+        .await;
     inbound_ago(&h, TimeDelta::hours(2)).await;
     h.publish(&text_job("vendor-knows-better")).await;
     let (dead, _) = h.event_with(EventStatus::Dead, WAIT).await;
     assert_eq!(dead.reason, Some(DeadReason::WindowClosed));
     assert_eq!(h.vendor_calls().await, 1);
-    assert_eq!(h.redis_get("inbound:kaleyra:default:254712345678").await, None);
+    assert_eq!(
+        h.redis_get("inbound:kaleyra:default:254712345678").await,
+        None
+    );
     h.stop().await;
 }
 
@@ -123,19 +166,51 @@ async fn a_vendor_saying_the_window_is_closed_clears_the_stored_time() {
 async fn inbound_record_never_moves_the_window_back() {
     let h = started().await;
     let config = crate::support::TestConfig::new(&h.env, "");
+    let key_file = config.file("kaleyra.key", "test-kaleyra-key-0123456789");
+    std::fs::write(
+        &config.path,
+        kaleyra_account(&h.vendor.uri(), &key_file, ""),
+    )
+    .unwrap();
     let newer = Utc::now() - TimeDelta::minutes(5);
     let older = Utc::now() - TimeDelta::hours(3);
     for at in [newer, older] {
         let out = config.run(&[
-            "inbound", "record", "--provider", "kaleyra", "--account", "default", "--contact", "+254712345678",
-            "--at", &at.to_rfc3339(), "--json",
+            "inbound",
+            "record",
+            "--provider",
+            "kaleyra",
+            "--account",
+            "default",
+            "--contact",
+            "+254712345678",
+            "--at",
+            &at.to_rfc3339(),
+            "--json",
         ]);
         crate::support::stdout_of(&out);
     }
-    let stored: i64 = h.redis_get("inbound:kaleyra:default:254712345678").await.unwrap().parse().unwrap();
-    assert_eq!(stored, newer.timestamp_millis(), "the older webhook did not move it back");
+    let stored: i64 = h
+        .redis_get("inbound:kaleyra:default:254712345678")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        stored,
+        newer.timestamp_millis(),
+        "the older webhook did not move it back"
+    );
 
-    let out = config.run(&["window", "show", "--provider", "kaleyra", "--contact", "+254712345678", "--json"]);
+    let out = config.run(&[
+        "window",
+        "show",
+        "--provider",
+        "kaleyra",
+        "--contact",
+        "+254712345678",
+        "--json",
+    ]);
     let shown: serde_json::Value = serde_json::from_str(&crate::support::stdout_of(&out)).unwrap();
     assert_eq!(shown["open"], true, "{shown}");
 }
@@ -149,7 +224,16 @@ struct PrivateRedis {
 impl PrivateRedis {
     fn start(port: u16) -> PrivateRedis {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
@@ -158,7 +242,10 @@ impl PrivateRedis {
             assert!(Instant::now() < deadline, "private redis did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        PrivateRedis { port, child: Some(child) }
+        PrivateRedis {
+            port,
+            child: Some(child),
+        }
     }
 
     fn url(&self) -> String {
@@ -192,7 +279,11 @@ async fn without_redis_a_session_job_is_neither_sent_nor_dead_lettered() {
     let port = free_local_addr().port();
     let mut redis = PrivateRedis::start(port);
     let mut h = Harness::start_with_redis(FAST_RETRY, "", Some(&redis.url())).await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(kaleyra_ok()).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
     let deadline = Instant::now() + WAIT;
     while readyz(&h).await != 200 {
         assert!(Instant::now() < deadline, "worker never became ready");
@@ -203,13 +294,26 @@ async fn without_redis_a_session_job_is_neither_sent_nor_dead_lettered() {
     h.publish(&text_job("redis-away")).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(h.vendor_calls().await, 0, "nothing sent blindly");
-    assert_eq!(h.depth("herald.dead").await, 0, "nothing dead-lettered for Redis being away");
+    assert_eq!(
+        h.depth("herald.dead").await,
+        0,
+        "nothing dead-lettered for Redis being away"
+    );
     assert_eq!(readyz(&h).await, 503, "not ready while Redis is down");
 
     let redis = PrivateRedis::start(port);
     let store = Store::connect(&redis.url(), &h.env.prefix).await.unwrap();
-    store.record_inbound(&contact(), Utc::now().timestamp_millis(), h.config.window.open_for()).await.unwrap();
-    let (sent, _) = h.event_with(EventStatus::Sent, Duration::from_secs(30)).await;
+    store
+        .record_inbound(
+            &contact(),
+            Utc::now().timestamp_millis(),
+            h.config.window.open_for(),
+        )
+        .await
+        .unwrap();
+    let (sent, _) = h
+        .event_with(EventStatus::Sent, Duration::from_secs(30))
+        .await;
     assert_eq!(sent.job_id, "redis-away");
     assert_eq!(h.vendor_calls().await, 1);
     h.stop().await;

@@ -8,15 +8,15 @@ use herald_client::{JobBuilder, Outgoing, Publisher, Topology, connect, header_s
 use herald_core::protocol::{DEAD_QUEUE, EVENTS_EXCHANGE, classify_dead_letter, header};
 use herald_core::{Config, DeadReason, Event, EventStatus, Job};
 use herald_testkit::TestEnv;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-use crate::support::TestConfig;
 
 pub const KALEYRA_SID: &str = "HXAP1XXXXXX17XX";
 const KALEYRA_PATH: &str = "/v1/HXAP1XXXXXX17XX/messages";
@@ -47,7 +47,7 @@ pub fn kaleyra_account(base_url: &str, key_file: &std::path::Path, extra: &str) 
 pub struct Harness {
     pub env: TestEnv,
     pub vendor: MockServer,
-    pub connection: Connection,
+    _connection: Connection,
     pub channel: Channel,
     pub publisher: Publisher,
     pub config: Config,
@@ -70,7 +70,11 @@ impl Harness {
     }
 
     /// [`Harness::start`] with the worker pointed at another Redis.
-    pub async fn start_with_redis(sections: &str, account_extra: &str, redis_url: Option<&str>) -> Harness {
+    pub async fn start_with_redis(
+        sections: &str,
+        account_extra: &str,
+        redis_url: Option<&str>,
+    ) -> Harness {
         let env = TestEnv::new().await;
         let redis_url = redis_url.unwrap_or(&env.redis_url).to_owned();
         let http_addr = free_local_addr();
@@ -89,13 +93,16 @@ impl Harness {
         let config = Config::from_toml_with_env(&text, &[]).expect("test config");
         let connection = connect(&env.amqp_url, "test").await.unwrap();
         let channel = connection.create_channel().await.unwrap();
-        Topology::from_config(&config).declare(&channel).await.unwrap();
+        Topology::from_config(&config)
+            .declare(&channel)
+            .await
+            .unwrap();
         let events = bind_events(&channel).await;
         let publisher = Publisher::new(&connection).await.unwrap();
         let mut harness = Harness {
             env,
             vendor,
-            connection,
+            _connection: connection,
             channel,
             publisher,
             config,
@@ -145,11 +152,17 @@ impl Harness {
     }
 
     /// Events until one has `status`; the ones before it are returned too.
-    pub async fn event_with(&mut self, status: EventStatus, within: Duration) -> (Event, Vec<Event>) {
+    pub async fn event_with(
+        &mut self,
+        status: EventStatus,
+        within: Duration,
+    ) -> (Event, Vec<Event>) {
         let deadline = Instant::now() + within;
         let mut before = Vec::new();
         loop {
-            let event = self.next_event(deadline.saturating_duration_since(Instant::now())).await;
+            let event = self
+                .next_event(deadline.saturating_duration_since(Instant::now()))
+                .await;
             if event.status == status {
                 return (event, before);
             }
@@ -158,27 +171,49 @@ impl Harness {
     }
 
     pub async fn vendor_calls(&self) -> usize {
-        self.vendor.received_requests().await.unwrap_or_default().len()
+        self.vendor
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .len()
     }
 
     pub async fn redis_get(&self, key: &str) -> Option<String> {
         let mut redis = self.env.redis().await;
-        redis.get(format!("{}{key}", self.env.prefix)).await.unwrap()
+        redis
+            .get(format!("{}{key}", self.env.prefix))
+            .await
+            .unwrap()
     }
 
     pub async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        self.channel.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
     }
 
     /// Takes the next dead letter off `herald.dead`.
     pub async fn dead_letter(&self, within: Duration) -> lapin::message::BasicGetMessage {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(message) = self.channel.basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            if let Some(message) = self
+                .channel
+                .basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
                 return message;
             }
-            assert!(Instant::now() < deadline, "no dead letter within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no dead letter within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -192,27 +227,50 @@ impl Drop for Harness {
 
 /// A loopback address with a port free right now.
 pub fn free_local_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A private queue receiving every event, so tests can read outcomes.
 pub async fn bind_events(channel: &Channel) -> lapin::Consumer {
     let queue = channel
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     channel
-        .queue_bind(queue.name().clone(), EVENTS_EXCHANGE.into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue.name().clone(),
+            EVENTS_EXCHANGE.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     channel
-        .basic_consume(queue.name().clone(), "events".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.name().clone(),
+            "events".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap()
 }
 
 pub fn text_job(id: &str) -> Job {
-    JobBuilder::text(id, "kaleyra", "+254712345678", "Your order has shipped").build().unwrap()
+    JobBuilder::text(id, "kaleyra", "+254712345678", "Your order has shipped")
+        .build()
+        .unwrap()
 }
 
 /// An open window for the test recipient, so session messages may go.
@@ -228,17 +286,27 @@ const WAIT: Duration = Duration::from_secs(15);
 #[tokio::test]
 async fn a_job_is_sent_once_recorded_and_acked() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(kaleyra_ok()).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
     open_window(&h).await;
 
     h.publish(&text_job("order-1-shipped")).await;
     let (event, _) = h.event_with(EventStatus::Sent, WAIT).await;
     assert_eq!(event.job_id, "order-1-shipped");
     assert_eq!(event.attempt, 1);
-    assert_eq!(event.vendor_message_id.as_deref(), Some("cc8074ae-990d-40f5-b604-115XXXe2ab32:0"));
+    assert_eq!(
+        event.vendor_message_id.as_deref(),
+        Some("cc8074ae-990d-40f5-b604-115XXXe2ab32:0")
+    );
     assert_eq!(event.routing_key(), "sent.kaleyra");
     assert_eq!(h.vendor_calls().await, 1);
-    assert_eq!(h.redis_get("sent:order-1-shipped").await.as_deref(), Some("cc8074ae-990d-40f5-b604-115XXXe2ab32:0"));
+    assert_eq!(
+        h.redis_get("sent:order-1-shipped").await.as_deref(),
+        Some("cc8074ae-990d-40f5-b604-115XXXe2ab32:0")
+    );
     h.stop().await;
     assert_eq!(h.depth("herald.send.kaleyra").await, 0, "acked");
     assert_eq!(h.depth(DEAD_QUEUE).await, 0);
@@ -247,16 +315,27 @@ async fn a_job_is_sent_once_recorded_and_acked() {
 #[tokio::test]
 async fn failures_then_success_are_sent_with_every_attempt_counted() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(2).mount(&h.vendor).await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(kaleyra_ok()).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .mount(&h.vendor)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
     open_window(&h).await;
 
     h.publish(&text_job("flaky-1")).await;
     let (sent, before) = h.event_with(EventStatus::Sent, WAIT).await;
     assert_eq!(sent.attempt, 3);
     assert_eq!(h.vendor_calls().await, 3);
-    assert!(before.iter().any(|e| e.status == EventStatus::Retrying), "a delayed retry happened: {before:?}");
+    assert!(
+        before.iter().any(|e| e.status == EventStatus::Retrying),
+        "a delayed retry happened: {before:?}"
+    );
     h.stop().await;
     assert_eq!(h.depth("herald.delay.1s").await, 0);
 }
@@ -264,7 +343,11 @@ async fn failures_then_success_are_sent_with_every_attempt_counted() {
 #[tokio::test]
 async fn a_vendor_that_keeps_failing_exhausts_the_retries() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(ResponseTemplate::new(503)).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.vendor)
+        .await;
     open_window(&h).await;
 
     let job = text_job("doomed-1");
@@ -275,9 +358,15 @@ async fn a_vendor_that_keeps_failing_exhausts_the_retries() {
     assert_eq!(h.vendor_calls().await, 3, "max_attempts vendor calls");
     let letter = h.dead_letter(WAIT).await;
     let headers = letter.delivery.properties.headers().clone();
-    assert_eq!(header_str(headers.as_ref(), header::DEAD_REASON), Some("retries_exhausted"));
+    assert_eq!(
+        header_str(headers.as_ref(), header::DEAD_REASON),
+        Some("retries_exhausted")
+    );
     assert_eq!(header_u32(headers.as_ref(), header::ATTEMPT), Some(3));
-    assert_eq!(header_u32(headers.as_ref(), header::VENDOR_STATUS), Some(503));
+    assert_eq!(
+        header_u32(headers.as_ref(), header::VENDOR_STATUS),
+        Some(503)
+    );
     assert!(header_str(headers.as_ref(), header::FIRST_ATTEMPT_AT).is_some());
     assert!(header_str(headers.as_ref(), header::LAST_ERROR).is_some());
     assert_eq!(letter.delivery.data, job.to_body(), "body byte for byte");
@@ -288,8 +377,11 @@ async fn a_vendor_that_keeps_failing_exhausts_the_retries() {
 async fn a_permanent_error_is_dead_after_one_call() {
     let mut h = Harness::start(FAST_RETRY, "").await;
     let e13009 = serde_json::json!({"error": {"code": "E13009", "message": "to_invalid", "to": "Invalid or in-correct input of the TO number."}});
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(ResponseTemplate::new(400).set_body_json(e13009))
-        .mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(e13009))
+        .mount(&h.vendor)
+        .await;
     open_window(&h).await;
 
     h.publish(&text_job("bad-number-1")).await;
@@ -298,15 +390,26 @@ async fn a_permanent_error_is_dead_after_one_call() {
     assert_eq!(h.vendor_calls().await, 1);
     let letter = h.dead_letter(WAIT).await;
     let headers = letter.delivery.properties.headers().clone();
-    assert_eq!(header_u32(headers.as_ref(), header::VENDOR_STATUS), Some(400));
-    assert!(header_str(headers.as_ref(), header::VENDOR_RESPONSE).unwrap().contains("E13009"));
+    assert_eq!(
+        header_u32(headers.as_ref(), header::VENDOR_STATUS),
+        Some(400)
+    );
+    assert!(
+        header_str(headers.as_ref(), header::VENDOR_RESPONSE)
+            .unwrap()
+            .contains("E13009")
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn bad_jobs_are_dead_lettered_byte_for_byte_and_the_worker_keeps_serving() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(kaleyra_ok()).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
     open_window(&h).await;
 
     let expired = format!(
@@ -325,8 +428,17 @@ async fn bad_jobs_are_dead_lettered_byte_for_byte_and_the_worker_keeps_serving()
         h.publish_raw("kaleyra", body).await;
         let letter = h.dead_letter(WAIT).await;
         let headers = letter.delivery.properties.headers().clone();
-        assert_eq!(header_str(headers.as_ref(), header::DEAD_REASON), Some(reason.as_str()), "{}", String::from_utf8_lossy(body));
-        assert!(!header_str(headers.as_ref(), header::DEAD_DETAIL).unwrap().is_empty());
+        assert_eq!(
+            header_str(headers.as_ref(), header::DEAD_REASON),
+            Some(reason.as_str()),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(
+            !header_str(headers.as_ref(), header::DEAD_DETAIL)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(letter.delivery.data, *body, "body byte for byte");
     }
 
@@ -336,7 +448,12 @@ async fn bad_jobs_are_dead_lettered_byte_for_byte_and_the_worker_keeps_serving()
     let letter = h.dead_letter(WAIT).await;
     let headers = letter.delivery.properties.headers().clone();
     assert_eq!(
-        classify_dead_letter(header_str(headers.as_ref(), header::DEAD_REASON), headers.as_ref().is_some_and(|h| h.inner().contains_key("x-death"))),
+        classify_dead_letter(
+            header_str(headers.as_ref(), header::DEAD_REASON),
+            headers
+                .as_ref()
+                .is_some_and(|h| h.inner().contains_key("x-death"))
+        ),
         Some(DeadReason::UnknownProvider)
     );
 
@@ -349,15 +466,23 @@ async fn bad_jobs_are_dead_lettered_byte_for_byte_and_the_worker_keeps_serving()
 #[tokio::test]
 async fn the_same_id_twice_calls_the_vendor_once() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok().set_delay(Duration::from_millis(300))).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok().set_delay(Duration::from_millis(300)))
+        .mount(&h.vendor)
+        .await;
     open_window(&h).await;
 
     let job = text_job("twice-1");
     h.publish(&job).await;
     h.publish(&job).await;
-    let (_, before) = h.event_with(EventStatus::Duplicate, Duration::from_secs(20)).await;
-    let sent_before = before.iter().filter(|e| e.status == EventStatus::Sent).count();
+    let (_, before) = h
+        .event_with(EventStatus::Duplicate, Duration::from_secs(20))
+        .await;
+    let sent_before = before
+        .iter()
+        .filter(|e| e.status == EventStatus::Sent)
+        .count();
     if sent_before == 0 {
         h.event_with(EventStatus::Sent, WAIT).await;
     }
@@ -369,11 +494,18 @@ async fn the_same_id_twice_calls_the_vendor_once() {
 #[tokio::test]
 async fn a_scheduled_job_waits_until_due() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST")).and(path(KALEYRA_PATH)).respond_with(kaleyra_ok()).mount(&h.vendor).await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
     open_window(&h).await;
 
     let due = chrono::Utc::now() + chrono::TimeDelta::seconds(3);
-    let job = JobBuilder::text("later-1", "kaleyra", "+254712345678", "hi").not_before(due).build().unwrap();
+    let job = JobBuilder::text("later-1", "kaleyra", "+254712345678", "hi")
+        .not_before(due)
+        .build()
+        .unwrap();
     h.publish(&job).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(h.vendor_calls().await, 0, "nothing before not_before");

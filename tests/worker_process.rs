@@ -33,7 +33,10 @@ impl Fleet {
     /// Vendor answers after `latency`; templates skip the window.
     async fn start(latency: Duration, grace: &str) -> Fleet {
         let vendor = MockServer::start().await;
-        Mock::given(method("POST")).respond_with(kaleyra_ok().set_delay(latency)).mount(&vendor).await;
+        Mock::given(method("POST"))
+            .respond_with(kaleyra_ok().set_delay(latency))
+            .mount(&vendor)
+            .await;
         let sections = format!(
             "[amqp]\nprefetch = 8\n[retry]\nimmediate = 0\ndelays = [\"1s\"]\nmax_attempts = 5\n[worker]\nshutdown_grace = {grace:?}\n"
         );
@@ -53,10 +56,19 @@ impl Fleet {
         std::fs::write(&config.path, toml).unwrap();
         let connection = connect(&env.amqp_url, "test").await.unwrap();
         let channel = connection.create_channel().await.unwrap();
-        Topology::from_config(&config.load()).declare(&channel).await.unwrap();
+        Topology::from_config(&config.load())
+            .declare(&channel)
+            .await
+            .unwrap();
         let publisher = Publisher::new(&connection).await.unwrap();
         std::mem::forget(connection); // closes with the test process
-        Fleet { env, vendor, config, channel, publisher }
+        Fleet {
+            env,
+            vendor,
+            config,
+            channel,
+            publisher,
+        }
     }
 
     /// Publishes `JOBS` template jobs (no window needed), confirmed.
@@ -69,9 +81,16 @@ impl Fleet {
         let mut confirms = Vec::new();
         for i in 0..n {
             let id = format!("{tag}-{i}");
-            let job = JobBuilder::template(&id, "kaleyra", "+254712345678", "order_update", "en", vec![i.to_string()])
-                .build()
-                .unwrap();
+            let job = JobBuilder::template(
+                &id,
+                "kaleyra",
+                "+254712345678",
+                "order_update",
+                "en",
+                vec![i.to_string()],
+            )
+            .build()
+            .unwrap();
             confirms.push(self.publisher.start_job(&job).await.unwrap());
             ids.push(id);
         }
@@ -82,7 +101,11 @@ impl Fleet {
     }
 
     pub fn spawn_worker(&self) -> Child {
-        self.config.command(&["worker"]).stderr(std::process::Stdio::null()).spawn().expect("spawn herald worker")
+        self.config
+            .command(&["worker"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn herald worker")
     }
 
     async fn vendor_requests(&self) -> Vec<Request> {
@@ -92,7 +115,10 @@ impl Fleet {
     async fn wait_for_calls(&self, at_least: usize, within: Duration) {
         let deadline = Instant::now() + within;
         while self.vendor_requests().await.len() < at_least {
-            assert!(Instant::now() < deadline, "fewer than {at_least} vendor calls within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {at_least} vendor calls within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -102,7 +128,10 @@ impl Fleet {
         let mut redis = self.env.redis().await;
         let mut sent = HashSet::new();
         for id in ids {
-            let exists: bool = redis.exists(format!("{}sent:{id}", self.env.prefix)).await.unwrap();
+            let exists: bool = redis
+                .exists(format!("{}sent:{id}", self.env.prefix))
+                .await
+                .unwrap();
             if exists {
                 sent.insert(id.clone());
             }
@@ -117,14 +146,26 @@ impl Fleet {
             if sent.len() == ids.len() {
                 return;
             }
-            assert!(Instant::now() < deadline, "only {} of {} jobs sent within {within:?}", sent.len(), ids.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} jobs sent within {within:?}",
+                sent.len(),
+                ids.len()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     pub async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        self.channel.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
     }
 
     /// Distinct job ids the vendor received (Kaleyra's `params` field is the index).
@@ -151,17 +192,25 @@ async fn sigkill_with_jobs_in_flight_then_restart_loses_nothing() {
     assert!(before_restart < JOBS, "the kill happened mid-run");
 
     let mut worker = fleet.spawn_worker();
-    fleet.wait_until_all_sent(&ids, Duration::from_secs(90)).await;
+    fleet
+        .wait_until_all_sent(&ids, Duration::from_secs(90))
+        .await;
     signal(&worker, Signal::SIGTERM);
     assert!(worker.wait().unwrap().success());
 
     let (calls, distinct) = fleet.distinct_calls().await;
     assert_eq!(distinct, JOBS, "every job reached the vendor");
-    assert!(calls - distinct <= 8, "at most the prefetch window was in flight at the kill: {} repeats", calls - distinct);
+    assert!(
+        calls - distinct <= 8,
+        "at most the prefetch window was in flight at the kill: {} repeats",
+        calls - distinct
+    );
     assert_eq!(fleet.depth("herald.send.kaleyra").await, 0);
     assert_eq!(fleet.depth("herald.delay.1s").await, 0);
     assert_eq!(fleet.depth(DEAD_QUEUE).await, 0);
-    eprintln!("sigkill: {JOBS} jobs, {before_restart} sent before the kill, {calls} vendor calls, {distinct} distinct");
+    eprintln!(
+        "sigkill: {JOBS} jobs, {before_restart} sent before the kill, {calls} vendor calls, {distinct} distinct"
+    );
 }
 
 #[tokio::test]
@@ -176,11 +225,16 @@ async fn sigterm_under_load_exits_within_the_grace_period_and_loses_nothing() {
     let status = worker.wait().unwrap();
     let took = asked.elapsed();
     assert!(status.success(), "exit 0 after SIGTERM: {status}");
-    assert!(took < Duration::from_secs(3) + Duration::from_secs(2), "exited {took:?} after SIGTERM; grace is 3s");
+    assert!(
+        took < Duration::from_secs(3) + Duration::from_secs(2),
+        "exited {took:?} after SIGTERM; grace is 3s"
+    );
 
     // What the stopped worker did not finish is still queued; a new one drains it.
     let mut worker = fleet.spawn_worker();
-    fleet.wait_until_all_sent(&ids, Duration::from_secs(90)).await;
+    fleet
+        .wait_until_all_sent(&ids, Duration::from_secs(90))
+        .await;
     signal(&worker, Signal::SIGTERM);
     assert!(worker.wait().unwrap().success());
     let (calls, distinct) = fleet.distinct_calls().await;

@@ -32,7 +32,11 @@ impl TestConfig {
             ("HERALD_REDIS_URL".to_owned(), env.redis_url.clone()),
             ("HERALD_REDIS_PREFIX".to_owned(), env.prefix.clone()),
         ];
-        TestConfig { dir, path, overrides }
+        TestConfig {
+            dir,
+            path,
+            overrides,
+        }
     }
 
     /// Writes a file next to the configuration (a secret, a CSV …).
@@ -44,8 +48,11 @@ impl TestConfig {
 
     /// The configuration as the process sees it.
     pub fn load(&self) -> herald_core::Config {
-        herald_core::Config::from_toml_with_env(&std::fs::read_to_string(&self.path).unwrap(), &self.overrides)
-            .expect("test configuration")
+        herald_core::Config::from_toml_with_env(
+            &std::fs::read_to_string(&self.path).unwrap(),
+            &self.overrides,
+        )
+        .expect("test configuration")
     }
 
     /// `herald --config <this> <args…>`, not yet run.
