@@ -515,3 +515,33 @@ async fn a_scheduled_job_waits_until_due() {
     assert_eq!(h.vendor_calls().await, 1);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_worker_reconnects_when_the_broker_drops_its_connection() {
+    let mut h = Harness::start(FAST_RETRY, "").await;
+    Mock::given(method("POST"))
+        .and(path(KALEYRA_PATH))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
+    open_window(&h).await;
+    h.publish(&text_job("before-the-cut")).await;
+    h.event_with(EventStatus::Sent, WAIT).await;
+
+    // The management API lists connections a few seconds after they open.
+    let deadline = Instant::now() + WAIT;
+    while h.env.close_connections("herald worker").await.unwrap() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker's connection never showed up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    h.publish(&text_job("after-the-cut")).await;
+    let (sent, _) = h
+        .event_with(EventStatus::Sent, Duration::from_secs(30))
+        .await;
+    assert_eq!(sent.job_id, "after-the-cut");
+    assert_eq!(h.vendor_calls().await, 2);
+    h.stop().await;
+}

@@ -175,6 +175,35 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Force-closes, through the management API, every connection to this
+    /// vhost whose name contains `name_part` (e.g. `herald worker`), as a
+    /// broker restart or network cut would. Returns how many were closed.
+    pub async fn close_connections(&self, name_part: &str) -> anyhow::Result<usize> {
+        let api = &self.services.rabbitmq_api;
+        let path = format!("/api/vhosts/{}/connections", urlencode(&self.vhost));
+        let connections: Vec<serde_json::Value> = api_request(reqwest::Method::GET, api, &path)
+            .await?
+            .json()
+            .await?;
+        let mut closed = 0;
+        for connection in connections {
+            let client_name = connection["client_properties"]["connection_name"]
+                .as_str()
+                .unwrap_or("");
+            if client_name.contains(name_part) {
+                let name = connection["name"].as_str().unwrap_or_default();
+                let path = format!("/api/connections/{}", urlencode(name));
+                api_request(reqwest::Method::DELETE, api, &path)
+                    .await?
+                    .error_for_status()?;
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let services = self.services.clone();
