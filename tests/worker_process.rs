@@ -108,6 +108,17 @@ impl Fleet {
             .expect("spawn herald worker")
     }
 
+    /// A worker whose log (at debug level) goes to `log`.
+    pub fn spawn_logged_worker(&self, log: &std::path::Path) -> Child {
+        let file = std::fs::File::create(log).expect("log file");
+        self.config
+            .command(&["worker"])
+            .env("RUST_LOG", "debug")
+            .stderr(file)
+            .spawn()
+            .expect("spawn herald worker")
+    }
+
     async fn vendor_requests(&self) -> Vec<Request> {
         self.vendor.received_requests().await.unwrap_or_default()
     }
@@ -242,4 +253,64 @@ async fn sigterm_under_load_exits_within_the_grace_period_and_loses_nothing() {
     assert_eq!(calls, JOBS, "a graceful stop sends nothing twice");
     assert_eq!(fleet.depth("herald.send.kaleyra").await, 0);
     assert_eq!(fleet.depth(DEAD_QUEUE).await, 0);
+}
+
+#[tokio::test]
+async fn an_api_key_echoed_by_the_vendor_appears_in_no_log_event_or_dead_letter() {
+    const KEY: &str = "test-kaleyra-key-0123456789";
+    let vendor = MockServer::start().await;
+    let echo = serde_json::json!({"error": {"code": "E401", "message": format!("invalid api-key {KEY}"), "api-key": KEY}});
+    Mock::given(method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(401).set_body_json(echo))
+        .mount(&vendor)
+        .await;
+    let fleet = Fleet::with(
+        vendor,
+        "[retry]\nimmediate = 0\ndelays = [\"1s\"]\nmax_attempts = 2\n",
+        "",
+    )
+    .await;
+    let events_channel = fleet.channel.clone();
+    let mut events = crate::worker::bind_events(&events_channel).await;
+    let log = fleet.config.dir.path().join("worker.log");
+    let mut worker = fleet.spawn_logged_worker(&log);
+    fleet.publish_n("leak", 1).await;
+
+    let delivery = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut events),
+    )
+    .await
+    .expect("an event")
+    .unwrap()
+    .unwrap();
+    let event = String::from_utf8(delivery.data.clone()).unwrap();
+    assert!(event.contains("rejected_by_vendor"), "{event}");
+    let letter = fleet
+        .channel
+        .basic_get(DEAD_QUEUE.into(), Default::default())
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    signal(&worker, Signal::SIGTERM);
+    worker.wait().unwrap();
+
+    let headers = format!("{:?}", letter.delivery.properties.headers());
+    let response = herald_client::header_str(
+        letter.delivery.properties.headers().as_ref(),
+        "x-herald-vendor-response",
+    )
+    .expect("the vendor's answer is kept")
+    .to_owned();
+    assert!(response.contains("[redacted]"), "{response}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("dead-lettered"), "the log covers the failure");
+    for (place, text) in [
+        ("event", &event),
+        ("dead-letter headers", &headers),
+        ("vendor response", &response),
+        ("log", &log),
+    ] {
+        assert!(!text.contains(KEY), "the API key leaked into the {place}");
+    }
 }
