@@ -1,0 +1,252 @@
+//! Who may call: a bearer token for `/v1/*`, a per-account secret for
+//! vendor webhooks. Secrets are compared in constant time and never echoed.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use herald_core::config::{ApiConfig, read_secret};
+use herald_core::{Config, ConfigError, Secret};
+
+use crate::Api;
+use crate::error::ApiError;
+
+/// The header a webhook may carry its secret in (else `?secret=`).
+pub const WEBHOOK_SECRET_HEADER: &str = "x-herald-webhook-secret";
+
+/// The API's bearer token, from `api.token_env` or `api.token_file`.
+pub fn api_token(api: &ApiConfig) -> Result<Secret, ConfigError> {
+    // The same rules as every other secret, so the same error messages.
+    let mut names = toml::Table::new();
+    if let Some(var) = &api.token_env {
+        names.insert("token_env".into(), var.clone().into());
+    }
+    if let Some(path) = &api.token_file {
+        names.insert("token_file".into(), path.display().to_string().into());
+    }
+    read_secret(&names, "token", "api")
+}
+
+/// Each account's webhook secret. An account without one refuses webhooks;
+/// an account that names one that cannot be read stops the start.
+#[derive(Debug, Default)]
+pub struct WebhookSecrets(BTreeMap<(String, String), Secret>);
+
+/// Why a webhook is not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookRefusal {
+    UnknownAccount,
+    NoSecretConfigured { key: String },
+    WrongSecret,
+}
+
+impl WebhookSecrets {
+    pub fn from_config(config: &Config) -> Result<WebhookSecrets, ConfigError> {
+        let mut secrets = BTreeMap::new();
+        for (provider, accounts) in &config.providers {
+            for (account, settings) in accounts {
+                let settings = &settings.settings;
+                if !settings.contains_key("webhook_secret_env")
+                    && !settings.contains_key("webhook_secret_file")
+                {
+                    continue;
+                }
+                let secret = read_secret(
+                    settings,
+                    "webhook_secret",
+                    &format!("providers.{provider}.{account}"),
+                )?;
+                secrets.insert((provider.clone(), account.clone()), secret);
+            }
+        }
+        Ok(WebhookSecrets(secrets))
+    }
+
+    /// Lets a webhook in when it carries the account's secret.
+    pub fn check(
+        &self,
+        config: &Config,
+        provider: &str,
+        account: &str,
+        presented: Option<&str>,
+    ) -> Result<(), WebhookRefusal> {
+        if config.account(provider, account).is_none() {
+            return Err(WebhookRefusal::UnknownAccount);
+        }
+        let Some(secret) = self.0.get(&(provider.to_owned(), account.to_owned())) else {
+            return Err(WebhookRefusal::NoSecretConfigured {
+                key: format!("providers.{provider}.{account}.webhook_secret_env"),
+            });
+        };
+        match presented {
+            Some(presented)
+                if constant_time_eq(presented.as_bytes(), secret.expose().as_bytes()) =>
+            {
+                Ok(())
+            }
+            _ => Err(WebhookRefusal::WrongSecret),
+        }
+    }
+}
+
+impl WebhookRefusal {
+    pub fn into_error(self, provider: &str, account: &str) -> ApiError {
+        match self {
+            WebhookRefusal::UnknownAccount => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no account `{account}` of provider `{provider}` is configured (expected [providers.{provider}.{account}])"
+                ),
+            ),
+            WebhookRefusal::NoSecretConfigured { key } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "webhooks for {provider}/{account} are refused: no webhook secret is configured (set {key} or its _file twin)"
+                ),
+            ),
+            WebhookRefusal::WrongSecret => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong webhook secret (send it as header X-Herald-Webhook-Secret or query ?secret=)",
+            ),
+        }
+    }
+}
+
+/// Equality whose time depends only on the lengths, so a caller cannot
+/// learn a secret byte by byte from response times.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Middleware for `/v1/*`: `401` unless the bearer token matches.
+pub async fn require_bearer(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let authorized = bearer(request.headers())
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), api.token().expose().as_bytes()));
+    if authorized {
+        next.run(request).await
+    } else {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (send Authorization: Bearer <token>, the token named by api.token_env or api.token_file)",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn bearer_reads_the_token_of_the_bearer_scheme_only() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+
+    #[test]
+    fn a_missing_token_configuration_names_the_key() {
+        let error = api_token(&ApiConfig::default()).unwrap_err();
+        assert_eq!(error.key, "api.token_env");
+        let config = ApiConfig {
+            token_env: Some("HERALD_API_TEST_TOKEN_THAT_IS_NOT_SET".into()),
+            ..ApiConfig::default()
+        };
+        let error = api_token(&config).unwrap_err();
+        assert!(
+            error
+                .problem
+                .contains("HERALD_API_TEST_TOKEN_THAT_IS_NOT_SET"),
+            "{error}"
+        );
+    }
+
+    fn config(account_extra: &str) -> Config {
+        let toml = format!(
+            "[providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"\n{account_extra}\n"
+        );
+        Config::from_toml_with_env(&toml, &[]).expect("valid configuration")
+    }
+
+    #[test]
+    fn webhooks_need_a_configured_account_its_secret_and_the_right_one() {
+        let dir = std::env::temp_dir().join(format!("herald-api-secret-{}", std::process::id()));
+        std::fs::write(&dir, "hook-secret\n").unwrap();
+        let config = config(&format!(
+            "webhook_secret_file = {:?}",
+            dir.display().to_string()
+        ));
+        let secrets = WebhookSecrets::from_config(&config).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+
+        assert_eq!(
+            secrets.check(&config, "kaleyra", "default", Some("hook-secret")),
+            Ok(())
+        );
+        assert_eq!(
+            secrets.check(&config, "kaleyra", "default", Some("guess")),
+            Err(WebhookRefusal::WrongSecret)
+        );
+        assert_eq!(
+            secrets.check(&config, "kaleyra", "default", None),
+            Err(WebhookRefusal::WrongSecret)
+        );
+        assert_eq!(
+            secrets.check(&config, "kaleyra", "other", Some("hook-secret")),
+            Err(WebhookRefusal::UnknownAccount)
+        );
+    }
+
+    #[test]
+    fn an_account_without_a_secret_refuses_webhooks_naming_the_key() {
+        let config = config("");
+        let secrets = WebhookSecrets::from_config(&config).unwrap();
+        let refusal = secrets
+            .check(&config, "kaleyra", "default", Some("anything"))
+            .unwrap_err();
+        let error = refusal.into_error("kaleyra", "default");
+        assert_eq!(error.status, StatusCode::FORBIDDEN);
+        assert!(
+            error
+                .error
+                .contains("providers.kaleyra.default.webhook_secret_env"),
+            "{}",
+            error.error
+        );
+    }
+
+    #[test]
+    fn a_named_but_unreadable_webhook_secret_stops_the_start() {
+        let config = config("webhook_secret_env = \"HERALD_API_TEST_HOOK_SECRET_NOT_SET\"");
+        let error = WebhookSecrets::from_config(&config).unwrap_err();
+        assert_eq!(error.key, "providers.kaleyra.default.webhook_secret_env");
+    }
+}
