@@ -20,12 +20,6 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Config::load(path).context("invalid configuration")
 }
 
-/// Says plainly that a subcommand does not exist yet, and fails.
-pub fn not_built(what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("herald: `{what}` is not built yet in this version of Herald");
-    Ok(ExitCode::from(2))
-}
-
 pub fn print_schema() -> anyhow::Result<ExitCode> {
     let schema = herald_core::job::json_schema();
     println!("{}", serde_json::to_string_pretty(&schema)?);
