@@ -3,3 +3,4 @@
 //! One test binary, so the workspace links it once; each module is one area.
 
 mod support;
+mod dlq;
