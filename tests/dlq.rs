@@ -287,7 +287,10 @@ async fn browsing_leaves_the_queue_exactly_as_it_was() {
     assert_eq!(stats["by_provider"]["kaleyra"], 3);
     assert_eq!(stats["by_reason"]["window_closed"], 2);
     assert_eq!(stats["by_reason"]["unknown_provider"], 1);
-    assert_eq!(stats["oldest"], "2026-11-18T11:06:40Z", "the broker's x-death time");
+    assert_eq!(
+        stats["oldest"], "2026-11-18T11:06:40Z",
+        "the broker's x-death time"
+    );
     assert_eq!(stats["newest"], "2026-11-21T12:00:00Z");
 
     let after = dlq.drain(DEAD_QUEUE).await;
@@ -570,4 +573,16 @@ async fn export_purge_import_round_trips_byte_for_byte() {
         comparable(&letters),
         "bodies, routing keys, properties and typed headers"
     );
+
+    // The same file straight to the provider queues, as a replay.
+    let sent = dlq.json(&["dlq", "import", file, "--to-send", "--json"]);
+    assert_eq!(sent["imported"], 4);
+    let kaleyra = dlq.drain(&send_queue("kaleyra")).await;
+    assert_eq!(kaleyra.iter().map(id_of).collect::<Vec<_>>(), ["x1", "x3"]);
+    assert!(
+        kaleyra
+            .iter()
+            .all(|m| header_of(m, header::REPLAYED) == Some(1))
+    );
+    assert_eq!(dlq.depth(&send_queue("payhero")).await, 2);
 }

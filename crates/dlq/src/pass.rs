@@ -139,7 +139,7 @@ impl Pass {
     ) -> Result<Tally, DlqError> {
         progress.start(u64::from(self.total));
         let mut tally = Tally::default();
-        while !selection.limit.is_some_and(|limit| tally.matched >= limit) {
+        while selection.limit.is_none_or(|limit| tally.matched < limit) {
             let Some(taken) = self.next().await? else {
                 break;
             };
