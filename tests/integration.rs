@@ -4,3 +4,5 @@
 
 mod support;
 mod dlq;
+mod enqueue;
+mod topology;
