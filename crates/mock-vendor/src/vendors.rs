@@ -104,7 +104,10 @@ impl Provider {
         }
     }
 
-    /// Wraps an error in the vendor's own error shape.
+    /// Wraps an error in the vendor's own error shape. Only PayHero documents
+    /// a full error body; for the others the docs give the failure flag
+    /// (`success: false`, `status: "FAIL"`, a non-empty `error`), which is
+    /// kept, with the code and message added where a reader would look.
     fn error_body(self, status: StatusCode, code: &str, message: &str) -> Value {
         match self {
             Provider::PayHero => json!({
