@@ -17,7 +17,7 @@ mod error;
 pub mod hooks;
 mod inbound;
 mod messages;
-pub mod metrics;
+mod metrics;
 mod webhook;
 
 use std::future::Future;
@@ -35,12 +35,10 @@ use herald_client::{Topology, redact_url};
 use herald_core::{Config, Secret};
 use herald_store::Store;
 
-pub use auth::{WEBHOOK_SECRET_HEADER, api_token};
-pub use error::ApiError;
-
-use auth::WebhookSecrets;
+use auth::{WebhookSecrets, api_token};
 use broker::Broker;
 use dedup::Dedup;
+use error::ApiError;
 
 /// Largest request body accepted; larger ones are answered `413`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
