@@ -586,3 +586,105 @@ async fn export_purge_import_round_trips_byte_for_byte() {
     );
     assert_eq!(dlq.depth(&send_queue("payhero")).await, 2);
 }
+
+/// The whole loop with a real worker: jobs die `window_closed`, customers
+/// reply, a replay sends exactly those jobs once each; a job whose customer
+/// did not reply dies again, marked as replayed once; other letters stay.
+#[tokio::test]
+async fn replaying_window_closed_letters_after_customers_reply_sends_each_once() {
+    use crate::worker::{FAST_RETRY, Harness, kaleyra_ok};
+    use herald_client::JobBuilder;
+    use herald_core::{DeadReason, EventStatus};
+    use wiremock::matchers::method;
+    use wiremock::{Mock, Request};
+
+    let mut h = Harness::start(FAST_RETRY, "").await;
+    Mock::given(method("POST"))
+        .respond_with(kaleyra_ok())
+        .mount(&h.vendor)
+        .await;
+    let recipients = ["+254700000001", "+254700000002", "+254700000003"];
+    for (i, to) in recipients.iter().enumerate() {
+        let job = JobBuilder::text(format!("closed-{i}"), "kaleyra", *to, "Your order shipped")
+            .build()
+            .unwrap();
+        h.publish(&job).await;
+        let (dead, _) = h
+            .event_with(EventStatus::Dead, Duration::from_secs(15))
+            .await;
+        assert_eq!(dead.reason, Some(DeadReason::WindowClosed));
+    }
+    h.publish_raw("kaleyra", b"{not json").await;
+    h.event_with(EventStatus::Dead, Duration::from_secs(15))
+        .await;
+    assert_eq!(h.vendor_calls().await, 0);
+
+    // The first two customers reply.
+    let config = TestConfig::new(
+        &h.env,
+        &crate::worker::kaleyra_account(&h.vendor.uri(), std::path::Path::new("/dev/null"), ""),
+    );
+    for to in &recipients[..2] {
+        let out = config.run(&[
+            "inbound",
+            "record",
+            "--provider",
+            "kaleyra",
+            "--contact",
+            to,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = config.run(&["dlq", "replay", "--reason", "window_closed", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    assert_eq!(report["replayed"], 3, "{report}");
+
+    let mut sent = Vec::new();
+    let mut died_again = Vec::new();
+    while sent.len() + died_again.len() < 3 {
+        let event = h.next_event(Duration::from_secs(15)).await;
+        match event.status {
+            EventStatus::Sent => sent.push(event.job_id),
+            EventStatus::Dead => died_again.push(event.job_id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sent.sort();
+    assert_eq!(sent, ["closed-0", "closed-1"]);
+    assert_eq!(died_again, ["closed-2"]);
+    let requests: Vec<Request> = h.vendor.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2, "exactly those jobs, once each");
+
+    // Left in the dead-letter queue: the invalid job (untouched) and the
+    // job whose customer never replied, marked as replayed once.
+    let mut left = Vec::new();
+    while let Some(message) = h
+        .channel
+        .basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        left.push(message);
+    }
+    assert_eq!(left.len(), 2);
+    let again = left
+        .iter()
+        .find(|m| m.delivery.data.starts_with(b"{\"id\":\"closed-2\""))
+        .expect("closed-2 died again");
+    assert_eq!(
+        header_u32(
+            again.delivery.properties.headers().as_ref(),
+            header::REPLAYED
+        ),
+        Some(1)
+    );
+    assert!(
+        left.iter().any(|m| m.delivery.data == b"{not json"),
+        "the invalid job stayed"
+    );
+    h.stop().await;
+}

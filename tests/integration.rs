@@ -3,6 +3,11 @@
 //! One test binary, so the workspace links it once; each module is one area.
 
 mod support;
+mod worker;
+mod worker_process;
+mod window;
+mod rate_limit;
 mod dlq;
 mod enqueue;
 mod topology;
+mod mock_vendor;
