@@ -2,12 +2,12 @@
 //! the real RabbitMQ and Redis (vendors faked at the HTTP boundary only).
 //! One test binary, so the workspace links it once; each module is one area.
 
-mod support;
-mod worker;
-mod worker_process;
-mod window;
-mod rate_limit;
 mod dlq;
 mod enqueue;
-mod topology;
 mod mock_vendor;
+mod rate_limit;
+mod support;
+mod topology;
+mod window;
+mod worker;
+mod worker_process;

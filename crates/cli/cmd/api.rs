@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 /// Serve the HTTP API until SIGTERM or SIGINT, then let requests in
@@ -63,21 +62,8 @@ pub async fn run(args: Args, config: Option<&Path>) -> anyhow::Result<ExitCode> 
         .await
         .with_context(|| format!("cannot listen on {listen} (configuration key api.listen)"))?;
     info!(%listen, "herald api listening");
-    let stop = stop_signal()?;
-    herald_api::serve(api, listener, stop).await?;
+    let shutdown = super::shutdown_on_signals()?;
+    herald_api::serve(api, listener, shutdown.cancelled_owned()).await?;
     info!("herald api stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on the first SIGTERM or SIGINT.
-fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        };
-        info!(signal = name, "shutting down gracefully");
-    })
 }

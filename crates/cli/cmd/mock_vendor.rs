@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use herald_core::config::parse_duration;
 use herald_mock_vendor::{FaultSpec, Faults, MockVendor, endpoints};
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -92,24 +91,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|e| format!("{} POST {}", e.provider(), e.path()))
         .collect();
     info!(listen = %mock.addr(), paths = %paths.join(", "), "mock vendor serving; control under /_mock");
-    let signal = terminated()
-        .await
-        .context("cannot listen for SIGINT/SIGTERM")?;
-    info!(signal, "mock vendor shutting down");
+    let shutdown = super::shutdown_on_signals().context("cannot listen for SIGINT/SIGTERM")?;
+    shutdown.cancelled().await;
     mock.shutdown()
         .await
         .context("mock vendor stopped with an error")?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Waits for SIGINT or SIGTERM and names it.
-async fn terminated() -> std::io::Result<&'static str> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    })
 }
 
 fn fraction(text: &str) -> Result<f64, String> {

@@ -25,3 +25,30 @@ pub fn print_schema() -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// A token cancelled on the first SIGTERM or SIGINT, so a command can stop
+/// taking work and finish what it has. A second signal exits at once: what
+/// is unfinished stays unacknowledged and the broker delivers it again.
+pub fn shutdown_on_signals() -> std::io::Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        for round in 0.. {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            if round == 0 {
+                tracing::info!(signal = name, "shutting down gracefully");
+                cancel.cancel();
+            } else {
+                tracing::warn!(signal = name, "second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(token)
+}

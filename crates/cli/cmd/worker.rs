@@ -4,10 +4,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-
 /// Consume every configured provider's queue and send the jobs.
 ///
 /// Each job runs through: validate → schedule/expiry → idempotency →
@@ -17,7 +13,9 @@ use tracing::{info, warn};
 /// `worker.shutdown_grace`; a second signal exits at once (unfinished jobs
 /// stay unacked and are redelivered).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  herald --config herald.toml worker\n  HERALD_AMQP_PREFETCH=64 herald worker --listen 127.0.0.1:9091")]
+#[command(
+    after_help = "Examples:\n  herald --config herald.toml worker\n  HERALD_AMQP_PREFETCH=64 herald worker --listen 127.0.0.1:9091"
+)]
 pub struct Args {
     /// Listen address for /healthz, /readyz and /metrics (overrides http.listen).
     #[arg(long, value_name = "ADDR")]
@@ -29,27 +27,7 @@ pub async fn run(args: Args, config: Option<&Path>) -> anyhow::Result<ExitCode> 
     if let Some(listen) = args.listen {
         config.http.listen = listen;
     }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
+    let shutdown = super::shutdown_on_signals()?;
     herald_worker::run(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    for round in 0.. {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        };
-        if round == 0 {
-            info!(signal = name, "shutting down gracefully");
-            shutdown.cancel();
-        } else {
-            warn!(signal = name, "second signal: exiting now; unfinished jobs will be redelivered");
-            std::process::exit(130);
-        }
-    }
-    Ok(())
 }

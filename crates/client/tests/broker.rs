@@ -171,5 +171,8 @@ async fn a_broadcast_nobody_listens_to_may_go_unrouted() {
     topology().declare(&channel).await.unwrap();
     let publisher = Publisher::new(&conn).await.unwrap();
     let event = herald_client::Outgoing::json("herald.events", "sent.kaleyra", b"{}").unrouted_ok();
-    publisher.publish(event).await.expect("no queue bound, and that is fine for events");
+    publisher
+        .publish(event)
+        .await
+        .expect("no queue bound, and that is fine for events");
 }

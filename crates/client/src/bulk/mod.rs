@@ -15,10 +15,10 @@ use std::collections::hash_map::Entry;
 use std::io;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
-use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
 use herald_core::protocol::{SEND_EXCHANGE, send_queue};
@@ -230,7 +230,12 @@ async fn exchange_exists(connection: &Connection, exchange: &str) -> Result<bool
     };
     let channel = connection.create_channel().await?;
     let declared = channel
-        .exchange_declare(exchange.into(), ExchangeKind::Direct, passive, FieldTable::default())
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        )
         .await;
     Ok(declared.is_ok())
 }
