@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use herald_client::{Outgoing, Publisher, Topology, connect, header_u32};
 use herald_core::protocol::{DEAD_EXCHANGE, DEAD_QUEUE, header, send_queue};
 use herald_testkit::TestEnv;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use nix::sys::signal::{Signal, kill};
@@ -79,15 +79,7 @@ impl Dlq {
     }
 
     async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
+        crate::support::queue_depth(&self.channel, queue).await
     }
 
     fn run_ok(&self, args: &[&str]) -> String {

@@ -187,15 +187,7 @@ impl Harness {
     }
 
     pub async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
+        crate::support::queue_depth(&self.channel, queue).await
     }
 
     /// Takes the next dead letter off `herald.dead`.

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 use herald_client::{JobBuilder, Publisher, Topology, connect};
 use herald_core::protocol::DEAD_QUEUE;
 use herald_testkit::TestEnv;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use redis::AsyncCommands;
@@ -168,15 +166,7 @@ impl Fleet {
     }
 
     pub async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
+        crate::support::queue_depth(&self.channel, queue).await
     }
 
     /// Distinct job ids the vendor received (Kaleyra's `params` field is the index).

@@ -86,3 +86,17 @@ pub fn stdout_of(output: &Output) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Messages ready in `queue`, read with a passive declaration (exact, unlike
+/// the management API's figures, which lag).
+pub async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .expect("the queue exists")
+        .message_count()
+}
