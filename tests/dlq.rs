@@ -680,3 +680,46 @@ async fn replaying_window_closed_letters_after_customers_reply_sends_each_once()
     );
     h.stop().await;
 }
+
+/// A job that keeps coming back unacknowledged (a worker crashing on it)
+/// is dead-lettered by the broker at the queue's delivery limit, and
+/// `herald dlq` reports it as `delivery_limit`.
+#[tokio::test]
+async fn the_broker_dead_letters_a_poison_job_as_delivery_limit() {
+    use lapin::options::BasicNackOptions;
+
+    let dlq = Dlq::start().await;
+    let job = herald_client::JobBuilder::text("poison-1", "kaleyra", "+254712345678", "hi")
+        .build()
+        .unwrap();
+    dlq.publisher.publish_job(&job).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::support::queue_depth(&dlq.channel, DEAD_QUEUE).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never gave up on the job"
+        );
+        if let Some(message) = dlq
+            .channel
+            .basic_get(
+                send_queue("kaleyra").as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+        {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            message.delivery.nack(requeue).await.unwrap();
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&dlq.run_ok(&["dlq", "list", "--json"])).unwrap();
+    let letter = &listed.as_array().expect("a JSON array")[0];
+    assert_eq!(letter["reason"], "delivery_limit", "{letter}");
+    assert_eq!(letter["job_id"], "poison-1");
+}
