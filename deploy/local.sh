@@ -25,13 +25,16 @@ fi
 cargo build --release --bin herald
 herald="$CARGO_TARGET_DIR/release/herald"
 
+# The servers run in sessions of their own, so Ctrl-C reaches them once,
+# from the cleanup below: the worker then finishes its in-flight jobs.
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-"$herald" mock-vendor --listen "$mock" & pids+=($!)
+setsid "$herald" mock-vendor --listen "$mock" & pids+=($!)
 "$herald" --config "$config" topology declare
-"$herald" --config "$config" worker & pids+=($!)
+setsid "$herald" --config "$config" worker & pids+=($!)
 
 # Session messages need an open window: the demo customer "wrote" just now.
 for provider in pingup kaleyra 99digital replyhero; do

@@ -429,13 +429,12 @@ async fn a_replay_killed_half_way_loses_nothing() {
         .collect();
     dlq.seed(&letters).await;
 
-    let mut child = dlq
-        .config
-        .command(&["dlq", "replay", "--rate", "50/s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::support::Running::spawn(
+        dlq.config
+            .command(&["dlq", "replay", "--rate", "50/s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     // Kill it once some, not all, letters have moved.
     let deadline = Instant::now() + Duration::from_secs(20);
     while dlq.depth(&send_queue("kaleyra")).await < 40 {

@@ -7,7 +7,7 @@ use herald_client::{JobBuilder, Publisher, Topology, connect};
 use herald_testkit::TestEnv;
 use nix::sys::signal::Signal;
 
-use crate::support::TestConfig;
+use crate::support::{Running, TestConfig};
 use crate::worker::free_local_addr;
 use crate::worker_process::signal;
 
@@ -83,11 +83,11 @@ async fn a_job_for_each_provider_goes_through_the_mock_vendor() {
     )
     .unwrap();
 
-    let mut mock = config
-        .command(&["mock-vendor", "--listen", &mock_addr.to_string()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut mock = Running::spawn(
+        config
+            .command(&["mock-vendor", "--listen", &mock_addr.to_string()])
+            .stderr(std::process::Stdio::null()),
+    );
     let connection = connect(&env.amqp_url, "test").await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     Topology::from_config(&config.load())
@@ -95,11 +95,11 @@ async fn a_job_for_each_provider_goes_through_the_mock_vendor() {
         .await
         .unwrap();
     let publisher = Publisher::new(&connection).await.unwrap();
-    let mut worker = config
-        .command(&["worker"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = Running::spawn(
+        config
+            .command(&["worker"])
+            .stderr(std::process::Stdio::null()),
+    );
 
     for provider in ["payhero", "pingup", "kaleyra", "99digital", "replyhero"] {
         let job = JobBuilder::text(

@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 use std::process::Child;
+
+use crate::support::Running;
 use std::time::{Duration, Instant};
 
 use herald_client::{JobBuilder, Publisher, Topology, connect};
@@ -98,23 +100,23 @@ impl Fleet {
         ids
     }
 
-    pub fn spawn_worker(&self) -> Child {
-        self.config
-            .command(&["worker"])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn herald worker")
+    pub fn spawn_worker(&self) -> Running {
+        Running::spawn(
+            self.config
+                .command(&["worker"])
+                .stderr(std::process::Stdio::null()),
+        )
     }
 
     /// A worker whose log (at debug level) goes to `log`.
-    pub fn spawn_logged_worker(&self, log: &std::path::Path) -> Child {
+    pub fn spawn_logged_worker(&self, log: &std::path::Path) -> Running {
         let file = std::fs::File::create(log).expect("log file");
-        self.config
-            .command(&["worker"])
-            .env("RUST_LOG", "debug")
-            .stderr(file)
-            .spawn()
-            .expect("spawn herald worker")
+        Running::spawn(
+            self.config
+                .command(&["worker"])
+                .env("RUST_LOG", "debug")
+                .stderr(file),
+        )
     }
 
     async fn vendor_requests(&self) -> Vec<Request> {

@@ -100,3 +100,35 @@ pub async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
         .expect("the queue exists")
         .message_count()
 }
+
+/// A spawned `herald` process that is killed if the test ends (or panics)
+/// before stopping it, so no test leaves a worker behind.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    pub fn spawn(command: &mut Command) -> Running {
+        Running(command.spawn().expect("spawn herald"))
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
