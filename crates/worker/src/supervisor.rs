@@ -29,6 +29,8 @@ use crate::outcome::{Outcome, Processed};
 use crate::pipeline::Pipeline;
 use crate::settle::{Incoming, Settler};
 
+/// How long shutdown waits for the broker to acknowledge a cancel or close.
+const BROKER_GOODBYE: Duration = Duration::from_secs(3);
 /// A broker session that lasted this long resets the reconnect backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
@@ -170,7 +172,8 @@ async fn session(
             "grace period over; unfinished jobs stay unacked for redelivery"
         );
     }
-    connection.close(200, "shutdown".into()).await.ok();
+    // A broker that went away mid-shutdown must not keep the process alive.
+    let _ = tokio::time::timeout(BROKER_GOODBYE, connection.close(200, "shutdown".into())).await;
     Ok(())
 }
 
@@ -193,7 +196,8 @@ async fn consume(
         let next = tokio::select! {
             next = consumer.next() => next,
             _ = shutdown.cancelled() => {
-                channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await.ok();
+                let cancel = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+                let _ = tokio::time::timeout(BROKER_GOODBYE, cancel).await;
                 return Ok(());
             }
         };
