@@ -29,15 +29,6 @@ const UNLIMITED_ISH: f64 = 1e6;
 /// The provider name the benchmark's limits are keyed under.
 const PROVIDER: &str = "bench";
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// The rate limiter's overhead and accuracy.
-    Limiter(LimiterArgs),
-    /// One process of a multi-process limiter run (started by `bench limiter`).
-    #[command(hide = true)]
-    LimiterProcess(ProcessArgs),
-}
-
 #[derive(Debug, clap::Args)]
 pub struct LimiterArgs {
     /// Configured rates to measure, permits per second.
@@ -72,16 +63,9 @@ struct ProcessReport {
     permits: u64,
 }
 
-pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Limiter(args) => limiter(args, config).await,
-        Command::LimiterProcess(args) => limiter_process(args).await,
-    }
-}
-
-async fn limiter(args: LimiterArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn limiter(args: LimiterArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     check(&args)?;
-    let config = super::load_config(config)?;
+    let config = super::super::load_config(config)?;
     let redis_url = config.redis.url.clone();
     let prefix = format!(
         "{}bench-{}-{}:",
@@ -241,7 +225,7 @@ async fn shared_run(
 
 /// One process of a shared run: takes permits until the window ends and
 /// reports how many it got inside the window.
-async fn limiter_process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
+pub async fn limiter_process(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     let redis_url = std::env::var(REDIS_URL_VAR).with_context(|| {
         format!("{REDIS_URL_VAR} is not set; this subcommand is started by `herald bench limiter`")
     })?;

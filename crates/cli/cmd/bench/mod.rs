@@ -1,0 +1,28 @@
+//! `herald bench`: Herald's own parts measured, with printed figures (not
+//! pass/fail). Machines differ and are noisy: compare the ratios printed
+//! within one run.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+mod limiter;
+mod pipeline;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// The rate limiter's overhead and accuracy.
+    Limiter(limiter::LimiterArgs),
+    /// End-to-end throughput and memory of publish → worker → vendor.
+    Pipeline(pipeline::PipelineArgs),
+    /// One process of a multi-process limiter run (started by `bench limiter`).
+    #[command(hide = true)]
+    LimiterProcess(limiter::ProcessArgs),
+}
+
+pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Limiter(args) => limiter::limiter(args, config).await,
+        Command::Pipeline(args) => pipeline::pipeline(args, config).await,
+        Command::LimiterProcess(args) => limiter::limiter_process(args).await,
+    }
+}
