@@ -321,14 +321,10 @@ struct Bar(ProgressBar);
 
 impl Bar {
     fn new(json: bool, verb: &str) -> Bar {
-        if json || !std::io::stderr().is_terminal() {
-            return Bar(ProgressBar::hidden());
-        }
-        let bar = ProgressBar::new(0);
         let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
             .expect("a valid template")
             .progress_chars("=> ");
-        bar.set_style(style);
+        let bar = super::progress_bar(json, style);
         bar.set_message(verb.to_owned());
         Bar(bar)
     }

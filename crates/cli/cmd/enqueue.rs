@@ -3,7 +3,7 @@
 //! turns flags into job fields and prints the report; nothing more.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::io::{self, BufRead, BufReader};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use herald_client::bulk::{self, DEFAULT_IN_FLIGHT, Missing, Report, Row};
 use herald_client::{Publisher, connect, redact_url};
 use herald_core::protocol::SEND_EXCHANGE;
 use herald_core::{Config, Job, MediaKind, Message};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -376,15 +376,10 @@ fn check_topology(
 }
 
 fn progress_bar(json: bool) -> ProgressBar {
-    if json || !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} rows ({per_sec}) {msg} [{elapsed}]")
-            .expect("valid template"),
-    );
-    bar
+    // Rows stream in (stdin, large files): a count and a rate, no percentage.
+    let style = ProgressStyle::with_template("{spinner} {pos} rows ({per_sec}) {msg} [{elapsed}]")
+        .expect("valid template");
+    super::progress_bar(json, style)
 }
 
 fn show_progress(bar: &ProgressBar, report: &Report) {

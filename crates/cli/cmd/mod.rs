@@ -52,3 +52,16 @@ pub fn shutdown_on_signals() -> std::io::Result<tokio_util::sync::CancellationTo
     });
     Ok(token)
 }
+
+/// A progress bar on stderr drawn with `style`; hidden for scripts (`--json`)
+/// and when stderr is not a terminal, so pipes and logs stay clean.
+pub fn progress_bar(json: bool, style: indicatif::ProgressStyle) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(style);
+    bar
+}
