@@ -8,12 +8,10 @@ use chrono::{TimeDelta, Utc};
 use herald_client::JobBuilder;
 use herald_core::{DeadReason, EventStatus};
 use herald_store::{Contact, Store};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::worker::{FAST_RETRY, Harness, free_local_addr, kaleyra_account, kaleyra_ok, text_job};
 
-const KALEYRA_PATH: &str = "/v1/HXAP1XXXXXX17XX/messages";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn contact() -> Contact {
@@ -37,11 +35,7 @@ async fn inbound_ago(h: &Harness, ago: TimeDelta) {
 
 async fn started() -> Harness {
     let h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok())
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(kaleyra_ok()).await;
     h
 }
 
@@ -145,10 +139,7 @@ async fn a_closed_window_sends_the_fallback_template() {
 async fn a_vendor_saying_the_window_is_closed_clears_the_stored_time() {
     let mut h = Harness::start(FAST_RETRY, "").await;
     let closed = serde_json::json!({"error": {"code": 131047, "message": "Re-engagement message: more than 24 hours have passed since the recipient last replied"}});
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(closed))
-        .mount(&h.vendor)
+    h.vendor_answers(ResponseTemplate::new(400).set_body_json(closed))
         .await;
     inbound_ago(&h, TimeDelta::hours(2)).await;
     h.publish(&text_job("vendor-knows-better")).await;
@@ -279,11 +270,7 @@ async fn without_redis_a_session_job_is_neither_sent_nor_dead_lettered() {
     let port = free_local_addr().port();
     let mut redis = PrivateRedis::start(port);
     let mut h = Harness::start_with_redis(FAST_RETRY, "", Some(&redis.url())).await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok())
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(kaleyra_ok()).await;
     let deadline = Instant::now() + WAIT;
     while readyz(&h).await != 200 {
         assert!(Instant::now() < deadline, "worker never became ready");

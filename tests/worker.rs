@@ -130,6 +130,15 @@ impl Harness {
         }
     }
 
+    /// Every send to the Kaleyra path gets `answer`.
+    pub async fn vendor_answers(&self, answer: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path(KALEYRA_PATH))
+            .respond_with(answer)
+            .mount(&self.vendor)
+            .await;
+    }
+
     pub async fn publish(&self, job: &Job) {
         self.publisher.publish_job(job).await.unwrap();
     }
@@ -278,11 +287,7 @@ const WAIT: Duration = Duration::from_secs(15);
 #[tokio::test]
 async fn a_job_is_sent_once_recorded_and_acked() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok())
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(kaleyra_ok()).await;
     open_window(&h).await;
 
     h.publish(&text_job("order-1-shipped")).await;
@@ -313,11 +318,7 @@ async fn failures_then_success_are_sent_with_every_attempt_counted() {
         .up_to_n_times(2)
         .mount(&h.vendor)
         .await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok())
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(kaleyra_ok()).await;
     open_window(&h).await;
 
     h.publish(&text_job("flaky-1")).await;
@@ -335,11 +336,7 @@ async fn failures_then_success_are_sent_with_every_attempt_counted() {
 #[tokio::test]
 async fn a_vendor_that_keeps_failing_exhausts_the_retries() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(ResponseTemplate::new(503)).await;
     open_window(&h).await;
 
     let job = text_job("doomed-1");
@@ -369,10 +366,7 @@ async fn a_vendor_that_keeps_failing_exhausts_the_retries() {
 async fn a_permanent_error_is_dead_after_one_call() {
     let mut h = Harness::start(FAST_RETRY, "").await;
     let e13009 = serde_json::json!({"error": {"code": "E13009", "message": "to_invalid", "to": "Invalid or in-correct input of the TO number."}});
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(e13009))
-        .mount(&h.vendor)
+    h.vendor_answers(ResponseTemplate::new(400).set_body_json(e13009))
         .await;
     open_window(&h).await;
 
@@ -397,11 +391,7 @@ async fn a_permanent_error_is_dead_after_one_call() {
 #[tokio::test]
 async fn bad_jobs_are_dead_lettered_byte_for_byte_and_the_worker_keeps_serving() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok())
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(kaleyra_ok()).await;
     open_window(&h).await;
 
     let expired = format!(
@@ -458,10 +448,7 @@ async fn bad_jobs_are_dead_lettered_byte_for_byte_and_the_worker_keeps_serving()
 #[tokio::test]
 async fn the_same_id_twice_calls_the_vendor_once() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok().set_delay(Duration::from_millis(300)))
-        .mount(&h.vendor)
+    h.vendor_answers(kaleyra_ok().set_delay(Duration::from_millis(300)))
         .await;
     open_window(&h).await;
 
@@ -486,11 +473,7 @@ async fn the_same_id_twice_calls_the_vendor_once() {
 #[tokio::test]
 async fn a_scheduled_job_waits_until_due() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok())
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(kaleyra_ok()).await;
     open_window(&h).await;
 
     let due = chrono::Utc::now() + chrono::TimeDelta::seconds(3);
@@ -511,11 +494,7 @@ async fn a_scheduled_job_waits_until_due() {
 #[tokio::test]
 async fn the_worker_reconnects_when_the_broker_drops_its_connection() {
     let mut h = Harness::start(FAST_RETRY, "").await;
-    Mock::given(method("POST"))
-        .and(path(KALEYRA_PATH))
-        .respond_with(kaleyra_ok())
-        .mount(&h.vendor)
-        .await;
+    h.vendor_answers(kaleyra_ok()).await;
     open_window(&h).await;
     h.publish(&text_job("before-the-cut")).await;
     h.event_with(EventStatus::Sent, WAIT).await;
