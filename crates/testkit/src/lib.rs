@@ -61,6 +61,10 @@ impl Services {
             ))?,
             redis_url: env("HERALD_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
         };
+        if services.check().await.is_err() && std::env::var_os("HERALD_TEST_RABBITMQ_API").is_none()
+        {
+            enable_local_management().await;
+        }
         services.check().await?;
         Ok(services)
     }
@@ -80,6 +84,28 @@ impl Services {
             .error_for_status()
             .context("rabbitmq management API")?;
         Ok(())
+    }
+}
+
+/// A local broker may run without its management plugin (a fresh machine's
+/// default); the tests need it to make vhosts, so turn it on and wait for it.
+async fn enable_local_management() {
+    let enabled = tokio::process::Command::new("rabbitmq-plugins")
+        .args(["-q", "enable", "rabbitmq_management"])
+        .status()
+        .await;
+    if !enabled.is_ok_and(|status| status.success()) {
+        return;
+    }
+    let api = Url::parse("http://guest:guest@127.0.0.1:15672").expect("valid");
+    for _ in 0..60 {
+        if api_request(reqwest::Method::GET, &api, "/api/overview")
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
