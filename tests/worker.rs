@@ -516,3 +516,25 @@ async fn the_worker_reconnects_when_the_broker_drops_its_connection() {
     assert_eq!(h.vendor_calls().await, 2);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_sent_job_that_comes_back_after_expiry_is_a_duplicate_not_expired() {
+    let mut h = Harness::start(FAST_RETRY, "").await;
+    h.vendor_answers(kaleyra_ok()).await;
+    let mut redis = h.env.redis().await;
+    let _: () = redis
+        .set_ex(format!("{}sent:sent-then-expired", h.env.prefix), "m-1", 60)
+        .await
+        .unwrap();
+    let job = JobBuilder::text("sent-then-expired", "kaleyra", "+254712345678", "hi")
+        .expires_at(chrono::Utc::now() - chrono::TimeDelta::seconds(1))
+        .build()
+        .unwrap();
+    h.publish_raw("kaleyra", &job.to_body()).await;
+    let event = h.next_event(WAIT).await;
+    assert_eq!(event.status, EventStatus::Duplicate);
+    assert_eq!(event.vendor_message_id.as_deref(), Some("m-1"));
+    assert_eq!(h.vendor_calls().await, 0);
+    h.stop().await;
+    assert_eq!(h.depth(DEAD_QUEUE).await, 0);
+}

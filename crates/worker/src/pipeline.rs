@@ -119,7 +119,14 @@ impl Pipeline {
         routing_key: &str,
         attempt: &mut u32,
     ) -> Result<Outcome, Outcome> {
-        steps::check_time(job, Utc::now(), &self.tiers)?;
+        if let Err(late_or_early) = steps::check_time(job, Utc::now(), &self.tiers) {
+            // A job sent before its ack was lost must read as a duplicate,
+            // not as expired, whenever it comes back: ask before judging.
+            if matches!(&late_or_early, Outcome::Dead(d) if d.reason == DeadReason::Expired) {
+                self.check_not_sent(job).await?;
+            }
+            return Err(late_or_early);
+        }
         let route = self.route(job)?;
         steps::check_queue(job, routing_key)?;
         render(route.vendor, job, &job.message)?;
