@@ -46,7 +46,8 @@ pub struct Pipeline {
     vendors: Vendors,
     store: Store,
     tiers: Vec<Duration>,
-    limits: HashMap<(String, String), AccountLimits>,
+    /// By provider, then account, like `[providers.<provider>.<account>]`.
+    limits: HashMap<String, HashMap<String, AccountLimits>>,
 }
 
 /// The rate limits of one provider account.
@@ -55,8 +56,7 @@ struct AccountLimits {
     pacer: Option<RecipientPacer>,
 }
 
-/// A routed job: its account, and the request for its own message rendered
-/// (so a kind the vendor cannot send is refused before anything else).
+/// What a routed job is sent with: its account's settings, vendor and limits.
 struct Route<'a> {
     settings: &'a AccountConfig,
     vendor: &'a VendorAccount,
@@ -65,16 +65,23 @@ struct Route<'a> {
 
 impl Pipeline {
     pub fn new(config: Arc<Config>, vendors: Vendors, store: Store) -> Pipeline {
-        let mut limits = HashMap::new();
-        for (provider, accounts) in &config.providers {
-            for (account, settings) in accounts {
-                let account_limits = AccountLimits {
-                    limiter: Limiter::for_account(&store, provider, account, settings),
-                    pacer: RecipientPacer::for_account(&store, provider, account, settings),
-                };
-                limits.insert((provider.clone(), account.clone()), account_limits);
-            }
-        }
+        let limits = config
+            .providers
+            .iter()
+            .map(|(provider, accounts)| {
+                let accounts = accounts
+                    .iter()
+                    .map(|(account, settings)| {
+                        let account_limits = AccountLimits {
+                            limiter: Limiter::for_account(&store, provider, account, settings),
+                            pacer: RecipientPacer::for_account(&store, provider, account, settings),
+                        };
+                        (account.clone(), account_limits)
+                    })
+                    .collect();
+                (provider.clone(), accounts)
+            })
+            .collect();
         Pipeline {
             tiers: config.delay_tiers(),
             config,
@@ -129,10 +136,16 @@ impl Pipeline {
         }
         let route = self.route(job)?;
         steps::check_queue(job, routing_key)?;
-        render(route.vendor, job, &job.message)?;
+        // Rendered before anything else, so a kind the vendor cannot send is
+        // refused without touching Redis; only a fallback renders again.
+        let own_request = render(route.vendor, job, &job.message)?;
         self.check_not_sent(job).await?;
         let (message, fallback_used) = self.choose_message(job, route.settings).await?;
-        let request = render(route.vendor, job, message)?;
+        let request = if fallback_used {
+            render(route.vendor, job, message)?
+        } else {
+            own_request
+        };
         // From here on this delivery holds the in-flight mark whenever
         // `call_vendor` returns an answer; every early return released it
         // (or never took it).
@@ -177,11 +190,13 @@ impl Pipeline {
                 };
                 Outcome::from(Dead::new(reason, format!("no configured {what}")))
             })?;
-        let key = (job.provider.clone(), job.account.clone());
-        let (Some(settings), Some(limits)) = (
-            self.config.account(&job.provider, &job.account),
-            self.limits.get(&key),
-        ) else {
+        let limits = self
+            .limits
+            .get(&job.provider)
+            .and_then(|a| a.get(&job.account));
+        let (Some(settings), Some(limits)) =
+            (self.config.account(&job.provider, &job.account), limits)
+        else {
             unreachable!("vendors and limits are built from the same configuration")
         };
         Ok(Route {

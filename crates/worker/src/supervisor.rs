@@ -13,7 +13,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Consumer};
+use lapin::{Acker, Channel, Consumer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -218,10 +218,17 @@ impl Work {
     /// Process, settle, then ack. Any failure before the ack leaves the job
     /// to the broker: requeued now, or redelivered when the channel closes.
     async fn handle(&self, delivery: Delivery) {
+        let Delivery {
+            data,
+            routing_key,
+            properties,
+            acker,
+            ..
+        } = delivery;
         let incoming = Incoming {
-            body: delivery.data.clone(),
-            routing_key: delivery.routing_key.to_string(),
-            properties: delivery.properties.clone(),
+            body: data,
+            routing_key: routing_key.to_string(),
+            properties,
         };
         let run = self
             .pipeline
@@ -232,31 +239,31 @@ impl Work {
                 // Requeued; the queue's delivery limit dead-letters a job
                 // that keeps doing this (`delivery_limit`).
                 error!(routing_key = %incoming.routing_key, "the pipeline panicked on a job; requeueing it");
-                requeue(&delivery).await;
+                requeue(&acker).await;
                 return;
             }
         };
         report(&incoming, &processed);
         match self.settler.settle(&incoming, &processed).await {
             Ok(()) => {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                if let Err(e) = acker.ack(BasicAckOptions::default()).await {
                     warn!(error = %e, "ack failed; the broker will redeliver and idempotency will catch it");
                 }
             }
             Err(e) => {
                 error!(error = %e, "could not publish the outcome; requeueing the job");
-                requeue(&delivery).await;
+                requeue(&acker).await;
             }
         }
     }
 }
 
-async fn requeue(delivery: &Delivery) {
+async fn requeue(acker: &Acker) {
     let requeue = BasicNackOptions {
         requeue: true,
         ..Default::default()
     };
-    if let Err(e) = delivery.nack(requeue).await {
+    if let Err(e) = acker.nack(requeue).await {
         warn!(error = %e, "nack failed; the broker redelivers when the channel closes");
     }
 }
