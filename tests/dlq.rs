@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use herald_client::{Outgoing, Publisher, Topology, connect, header_u32};
+use herald_client::{Outgoing, Publisher, Topology, header_u32};
 use herald_core::protocol::{DEAD_EXCHANGE, DEAD_QUEUE, header, send_queue};
 use herald_testkit::TestEnv;
 use lapin::options::BasicGetOptions;
@@ -16,7 +16,7 @@ use lapin::{BasicProperties, Channel};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::{TestConfig, stdout_of};
+use crate::support::{Broker, TestConfig, broker, stdout_of};
 
 /// A message as the test sees it: routing key, body, properties.
 type Message = (String, Vec<u8>, BasicProperties);
@@ -24,6 +24,7 @@ type Message = (String, Vec<u8>, BasicProperties);
 struct Dlq {
     /// Keeps the test's vhost alive; removed on drop.
     _env: TestEnv,
+    _connection: lapin::Connection,
     config: TestConfig,
     channel: Channel,
     publisher: Publisher,
@@ -33,18 +34,19 @@ impl Dlq {
     async fn start() -> Dlq {
         let env = TestEnv::new().await;
         let config = TestConfig::new(&env, "");
-        let connection = connect(&env.amqp_url, "test").await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
         let topology = Topology {
             providers: vec!["kaleyra".into(), "payhero".into()],
             delay_tiers: vec![Duration::from_secs(1)],
             delivery_limit: 5,
         };
-        topology.declare(&channel).await.unwrap();
-        let publisher = Publisher::new(&connection).await.unwrap();
-        std::mem::forget(connection); // closes with the test process
+        let Broker {
+            connection,
+            channel,
+            publisher,
+        } = broker(&env, &topology).await;
         Dlq {
             _env: env,
+            _connection: connection,
             config,
             channel,
             publisher,

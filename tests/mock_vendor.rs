@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use herald_client::{JobBuilder, Publisher, Topology, connect};
+use herald_client::{JobBuilder, Topology};
 use herald_testkit::TestEnv;
 use nix::sys::signal::Signal;
 
-use crate::support::{Running, TestConfig};
+use crate::support::{Broker, Running, TestConfig, broker};
 use crate::worker::free_local_addr;
 use crate::worker_process::signal;
 
@@ -88,13 +88,7 @@ async fn a_job_for_each_provider_goes_through_the_mock_vendor() {
             .command(&["mock-vendor", "--listen", &mock_addr.to_string()])
             .stderr(std::process::Stdio::null()),
     );
-    let connection = connect(&env.amqp_url, "test").await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    Topology::from_config(&config.load())
-        .declare(&channel)
-        .await
-        .unwrap();
-    let publisher = Publisher::new(&connection).await.unwrap();
+    let Broker { publisher, .. } = broker(&env, &Topology::from_config(&config.load())).await;
     let mut worker = Running::spawn(
         config
             .command(&["worker"])

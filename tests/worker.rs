@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use herald_client::{JobBuilder, Outgoing, Publisher, Topology, connect, header_str, header_u32};
+use herald_client::{JobBuilder, Outgoing, Publisher, Topology, header_str, header_u32};
+
+use crate::support::{Broker, broker};
 use herald_core::protocol::{DEAD_QUEUE, EVENTS_EXCHANGE, classify_dead_letter, header};
 use herald_core::{Config, DeadReason, Event, EventStatus, Job};
 use herald_testkit::TestEnv;
@@ -91,14 +93,12 @@ impl Harness {
             kaleyra_account(&vendor.uri(), &key_file, account_extra),
         );
         let config = Config::from_toml_with_env(&text, &[]).expect("test config");
-        let connection = connect(&env.amqp_url, "test").await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        Topology::from_config(&config)
-            .declare(&channel)
-            .await
-            .unwrap();
+        let Broker {
+            connection,
+            channel,
+            publisher,
+        } = broker(&env, &Topology::from_config(&config)).await;
         let events = bind_events(&channel).await;
-        let publisher = Publisher::new(&connection).await.unwrap();
         let mut harness = Harness {
             env,
             vendor,

@@ -3,10 +3,9 @@
 use std::collections::HashSet;
 use std::process::Child;
 
-use crate::support::Running;
 use std::time::{Duration, Instant};
 
-use herald_client::{JobBuilder, Publisher, Topology, connect};
+use herald_client::{JobBuilder, Publisher, Topology};
 use herald_core::protocol::DEAD_QUEUE;
 use herald_testkit::TestEnv;
 use nix::sys::signal::{Signal, kill};
@@ -15,12 +14,13 @@ use redis::AsyncCommands;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request};
 
-use crate::support::TestConfig;
+use crate::support::{Broker, Running, TestConfig, broker};
 use crate::worker::{kaleyra_account, kaleyra_ok};
 
 /// Worker processes sharing one test's vhost, Redis prefix and fake vendor.
 pub struct Fleet {
     pub env: TestEnv,
+    _connection: lapin::Connection,
     pub vendor: MockServer,
     pub config: TestConfig,
     pub channel: lapin::Channel,
@@ -54,16 +54,14 @@ impl Fleet {
             kaleyra_account(&vendor.uri(), &key_file, account_extra)
         );
         std::fs::write(&config.path, toml).unwrap();
-        let connection = connect(&env.amqp_url, "test").await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        Topology::from_config(&config.load())
-            .declare(&channel)
-            .await
-            .unwrap();
-        let publisher = Publisher::new(&connection).await.unwrap();
-        std::mem::forget(connection); // closes with the test process
+        let Broker {
+            connection,
+            channel,
+            publisher,
+        } = broker(&env, &Topology::from_config(&config.load())).await;
         Fleet {
             env,
+            _connection: connection,
             vendor,
             config,
             channel,

@@ -132,3 +132,31 @@ impl Drop for Running {
         }
     }
 }
+
+/// The test's side of the broker: `topology` declared, a channel for reading
+/// queues, and a confirming publisher. Keep `connection` for as long as the
+/// channel and publisher are used.
+pub struct Broker {
+    pub connection: lapin::Connection,
+    pub channel: lapin::Channel,
+    pub publisher: herald_client::Publisher,
+}
+
+pub async fn broker(env: &TestEnv, topology: &herald_client::Topology) -> Broker {
+    let connection = herald_client::connect(&env.amqp_url, "test")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    topology
+        .declare(&channel)
+        .await
+        .expect("declare the topology");
+    let publisher = herald_client::Publisher::new(&connection)
+        .await
+        .expect("publisher");
+    Broker {
+        connection,
+        channel,
+        publisher,
+    }
+}
