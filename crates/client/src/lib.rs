@@ -14,7 +14,7 @@ pub mod topology;
 pub use builder::JobBuilder;
 pub use publisher::{
     Outgoing, PendingConfirm, PublishError, Publisher, header_str, header_u32, job_message,
-    persistent_json,
+    persistent_json, without_headers,
 };
 pub use topology::{QueueStatus, Topology};
 

@@ -167,6 +167,18 @@ pub fn job_message<'a>(job: &'a Job, body: &'a [u8]) -> Outgoing<'a> {
     Outgoing::json(SEND_EXCHANGE, &job.provider, body).with_message_id(&job.id)
 }
 
+/// `headers` minus the named ones (a new copy of a message drops the
+/// broker's per-trip bookkeeping, a replay drops the old verdict …).
+pub fn without_headers(headers: &FieldTable, names: &[&str]) -> FieldTable {
+    headers
+        .inner()
+        .iter()
+        .filter(|(name, _)| !names.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into()
+}
+
 /// Reads an integer header whatever integer type the publisher chose.
 pub fn header_u32(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
     let value = headers?.inner().get(name)?;

@@ -6,7 +6,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
-use herald_client::{header_str, header_u32};
+use herald_client::{header_str, header_u32, without_headers};
 use herald_core::protocol::{BrokerDeath, broker_gave_up, classify_dead_letter, header};
 
 /// Added by a quorum queue each time a message is requeued. It describes the
@@ -30,22 +30,11 @@ impl Envelope {
     /// The same message without broker bookkeeping ([`DELIVERY_COUNT`]).
     pub fn without_delivery_count(mut self) -> Envelope {
         if let Some(headers) = self.headers() {
-            let headers = without(headers, &[DELIVERY_COUNT]);
+            let headers = without_headers(headers, &[DELIVERY_COUNT]);
             self.properties = self.properties.with_headers(headers);
         }
         self
     }
-}
-
-/// `headers` minus the named ones.
-pub(crate) fn without(headers: &FieldTable, names: &[&str]) -> FieldTable {
-    headers
-        .inner()
-        .iter()
-        .filter(|(name, _)| !names.contains(&name.as_str()))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect::<std::collections::BTreeMap<_, _>>()
-        .into()
 }
 
 /// One entry of the broker's `x-death` header.

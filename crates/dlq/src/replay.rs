@@ -8,10 +8,10 @@ use lapin::{BasicProperties, Connection};
 use serde::Serialize;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use herald_client::{Outgoing, Publisher};
+use herald_client::{Outgoing, Publisher, without_headers};
 use herald_core::protocol::{SEND_EXCHANGE, header};
 
-use crate::letter::{DELIVERY_COUNT, Envelope, without};
+use crate::letter::{DELIVERY_COUNT, Envelope};
 use crate::pass::Pass;
 use crate::{DlqError, Progress, Selection};
 
@@ -36,7 +36,7 @@ pub fn replayed_properties(envelope: &Envelope) -> BasicProperties {
     let replayed = herald_client::header_u32(envelope.headers(), header::REPLAYED).unwrap_or(0);
     let mut headers = envelope
         .headers()
-        .map(|h| without(h, &DROPPED))
+        .map(|h| without_headers(h, &DROPPED))
         .unwrap_or_default();
     headers.insert(
         header::REPLAYED.into(),

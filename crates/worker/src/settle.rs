@@ -6,7 +6,9 @@ use chrono::Utc;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
-use herald_client::{Outgoing, PublishError, Publisher, Topology, header_str, header_u32};
+use herald_client::{
+    Outgoing, PublishError, Publisher, Topology, header_str, header_u32, without_headers,
+};
 use herald_core::protocol::{
     DEAD_EXCHANGE, DELAY_EXCHANGE, DELAY_TIER_HEADER, EVENTS_EXCHANGE, MAX_VENDOR_RESPONSE_BYTES,
     header, rfc3339, truncate_utf8,
@@ -30,10 +32,12 @@ impl Incoming {
     }
 }
 
-/// Broker-maintained headers that describe one trip through a queue; a new
-/// copy starts without them (they would only grow, and `x-death` from a
-/// delay tier must not read as a broker-side death later).
-const BROKER_HEADERS: &[&str] = &[
+/// What a new copy of a job does not carry over: the delay-tier routing
+/// header (set again when a copy goes to a tier) and the broker's headers
+/// about one trip through a queue (they would only grow, and `x-death` from
+/// a delay tier must not read as a broker-side death later).
+const DROPPED_ON_COPY: [&str; 9] = [
+    DELAY_TIER_HEADER,
     "x-death",
     "x-first-death-exchange",
     "x-first-death-queue",
@@ -178,21 +182,12 @@ fn dead_letter(incoming: &Incoming, attempt: u32, dead: &Dead) -> (&'static str,
     )
 }
 
-/// The headers a new copy keeps: all but the broker's per-trip ones and
-/// the delay-tier routing header (set again when the copy goes to a tier).
+/// The headers a new copy keeps.
 fn carried_headers(properties: &BasicProperties) -> FieldTable {
     let Some(headers) = properties.headers() else {
         return FieldTable::default();
     };
-    headers
-        .inner()
-        .iter()
-        .filter(|(name, _)| {
-            !BROKER_HEADERS.contains(&name.as_str()) && name.as_str() != DELAY_TIER_HEADER
-        })
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect::<std::collections::BTreeMap<_, _>>()
-        .into()
+    without_headers(headers, &DROPPED_ON_COPY)
 }
 
 fn set(headers: &mut FieldTable, name: &str, value: AMQPValue) {
