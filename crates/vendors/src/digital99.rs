@@ -44,6 +44,10 @@ impl Adapter for Digital99 {
         PROVIDER
     }
 
+    fn options(&self) -> &'static [&'static str] {
+        &["reply_to"]
+    }
+
     fn render(
         &self,
         to: &str,
@@ -53,7 +57,6 @@ impl Adapter for Digital99 {
         let Message::Text { body } = message else {
             return Err(crate::unsupported(PROVIDER, message));
         };
-        crate::check_options(PROVIDER, options, &["reply_to"])?;
         let mut fields = json!({
             API_KEY_FIELD: self.api_key.expose(),
             "from": self.from,

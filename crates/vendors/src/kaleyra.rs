@@ -50,6 +50,10 @@ impl Adapter for Kaleyra {
         PROVIDER
     }
 
+    fn options(&self) -> &'static [&'static str] {
+        OPTIONS
+    }
+
     fn render(
         &self,
         to: &str,
@@ -80,7 +84,6 @@ impl Adapter for Kaleyra {
             }
             Message::Media { .. } => return Err(crate::unsupported(PROVIDER, message)),
         };
-        crate::check_options(PROVIDER, options, OPTIONS)?;
         for key in ["ref", "ref1", "ref2"] {
             if options
                 .get(key)

@@ -173,8 +173,11 @@ pub enum RenderError {
 /// One vendor's wire format for one configured account. Pure: no IO.
 pub trait Adapter: Send + Sync + fmt::Debug + 'static {
     fn provider(&self) -> &'static str;
-    /// `to` is E.164 (`+…`); `options` are the job's per-message options
-    /// (CONTRACT §6); an unknown key is an `InvalidOption` naming `options.<key>`.
+    /// The per-message option keys (CONTRACT §6) this vendor takes. Any other
+    /// key is refused by [`VendorAccount::render`]: adapters never check keys.
+    fn options(&self) -> &'static [&'static str];
+    /// `to` is E.164 (`+…`); `options` are the job's per-message options,
+    /// possibly with keys outside [`Adapter::options`] (the caller refuses those).
     fn render(
         &self,
         to: &str,
@@ -295,7 +298,7 @@ impl VendorAccount {
         message: &Message,
         options: &BTreeMap<String, String>,
     ) -> Result<VendorRequest, RenderError> {
-        self.adapter.render(to, message, options)
+        render(self.adapter.as_ref(), to, message, options)
     }
 
     /// Sends with the account's timeout. Network errors and timeouts are
@@ -363,8 +366,29 @@ fn spellings(secret: &str) -> Vec<String> {
     spellings
 }
 
-/// Refuses option keys the vendor does not take, so a typo is not silently
-/// dropped.
+/// Renders `message` with `adapter`, refusing option keys it does not take so
+/// a typo is not silently dropped.
+///
+/// When a job has several problems, the one reported is: a message the vendor
+/// cannot send at all comes first (the job is unsupported whatever its
+/// options), then an unknown key, then the adapter's own complaints about
+/// option values: a mistyped `customer` reads better as itself than as the
+/// missing `customer_id` it was meant to be.
+fn render(
+    adapter: &dyn Adapter,
+    to: &str,
+    message: &Message,
+    options: &BTreeMap<String, String>,
+) -> Result<VendorRequest, RenderError> {
+    let rendered = adapter.render(to, message, options);
+    if let Err(unsupported @ RenderError::Unsupported { .. }) = rendered {
+        return Err(unsupported);
+    }
+    check_options(adapter.provider(), options, adapter.options())?;
+    rendered
+}
+
+/// The first key of `options` that is not in `known`, as an `InvalidOption`.
 fn check_options(
     provider: &str,
     options: &BTreeMap<String, String>,

@@ -39,16 +39,19 @@ impl Adapter for PayHero {
         PROVIDER
     }
 
+    fn options(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     fn render(
         &self,
         to: &str,
         message: &Message,
-        options: &BTreeMap<String, String>,
+        _options: &BTreeMap<String, String>,
     ) -> Result<VendorRequest, RenderError> {
         let Message::Text { body } = message else {
             return Err(crate::unsupported(PROVIDER, message));
         };
-        crate::check_options(PROVIDER, options, &[])?;
         Ok(VendorRequest {
             path: PATH.to_owned(),
             headers: vec![(
@@ -157,8 +160,13 @@ mod tests {
         );
         let options = BTreeMap::from([("ref".to_owned(), "x".to_owned())]);
         assert!(matches!(
-            adapter().render("+254787877878", &text("hi"), &options),
+            crate::render(&adapter(), "+254787877878", &text("hi"), &options),
             Err(RenderError::InvalidOption { field, .. }) if field == "options.ref"
+        ));
+        // A message it cannot send is unsupported, whatever its options.
+        assert!(matches!(
+            crate::render(&adapter(), "+254787877878", &template, &options),
+            Err(RenderError::Unsupported { .. })
         ));
     }
 

@@ -42,6 +42,10 @@ impl Adapter for Pingup {
         PROVIDER
     }
 
+    fn options(&self) -> &'static [&'static str] {
+        OPTIONS
+    }
+
     fn render(
         &self,
         to: &str,
@@ -51,7 +55,6 @@ impl Adapter for Pingup {
         let Message::Text { body } = message else {
             return Err(crate::unsupported(PROVIDER, message));
         };
-        crate::check_options(PROVIDER, options, OPTIONS)?;
         let mut fields = json!({
             "message_type": "text",
             // The doc's numbers are international digits without `+` (3931212321).
@@ -154,7 +157,7 @@ mod tests {
         let delay = BTreeMap::from([("delay".to_owned(), "1m".to_owned())]);
         let text = Message::Text { body: "hi".into() };
         assert!(matches!(
-            adapter().render("+3931212321", &text, &delay),
+            crate::render(&adapter(), "+3931212321", &text, &delay),
             Err(RenderError::InvalidOption { field, .. }) if field == "options.delay"
         ));
     }

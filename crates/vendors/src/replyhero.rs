@@ -49,6 +49,10 @@ impl Adapter for ReplyHero {
         PROVIDER
     }
 
+    fn options(&self) -> &'static [&'static str] {
+        &["customer_id"]
+    }
+
     /// `to` is not sent: ReplyHero addresses its own customer ids.
     fn render(
         &self,
@@ -56,7 +60,6 @@ impl Adapter for ReplyHero {
         message: &Message,
         options: &BTreeMap<String, String>,
     ) -> Result<VendorRequest, RenderError> {
-        crate::check_options(PROVIDER, options, &["customer_id"])?;
         let customer_id = options
             .get("customer_id")
             .ok_or_else(|| RenderError::InvalidOption {
@@ -298,6 +301,15 @@ mod tests {
                 field: "options.customer_id".into(),
                 problem: "is required: ReplyHero addresses recipients by its own customer id"
                     .into()
+            })
+        );
+        // A mistyped key is named as itself, not as the missing customer_id.
+        let mistyped = BTreeMap::from([("customer".to_owned(), "CUSTOMER_ID".to_owned())]);
+        assert_eq!(
+            crate::render(&adapter(), "+60181234567", &text, &mistyped),
+            Err(RenderError::InvalidOption {
+                field: "options.customer".into(),
+                problem: "not an option of replyhero (known: customer_id)".into()
             })
         );
     }
