@@ -54,9 +54,7 @@ impl Adapter for Digital99 {
         message: &Message,
         options: &BTreeMap<String, String>,
     ) -> Result<VendorRequest, RenderError> {
-        let Message::Text { body } = message else {
-            return Err(crate::unsupported(PROVIDER, message));
-        };
+        let body = crate::text_only(PROVIDER, message)?;
         let mut fields = json!({
             API_KEY_FIELD: self.api_key.expose(),
             "from": self.from,

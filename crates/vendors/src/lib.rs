@@ -420,6 +420,14 @@ fn unsupported(provider: &'static str, message: &Message) -> RenderError {
     }
 }
 
+/// The body of a text message, for the vendors that send nothing else.
+fn text_only<'m>(provider: &'static str, message: &'m Message) -> Result<&'m str, RenderError> {
+    match message {
+        Message::Text { body } => Ok(body),
+        _ => Err(unsupported(provider, message)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,9 +49,7 @@ impl Adapter for PayHero {
         message: &Message,
         _options: &BTreeMap<String, String>,
     ) -> Result<VendorRequest, RenderError> {
-        let Message::Text { body } = message else {
-            return Err(crate::unsupported(PROVIDER, message));
-        };
+        let body = crate::text_only(PROVIDER, message)?;
         Ok(VendorRequest {
             path: PATH.to_owned(),
             headers: vec![(

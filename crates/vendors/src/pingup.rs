@@ -52,9 +52,7 @@ impl Adapter for Pingup {
         message: &Message,
         options: &BTreeMap<String, String>,
     ) -> Result<VendorRequest, RenderError> {
-        let Message::Text { body } = message else {
-            return Err(crate::unsupported(PROVIDER, message));
-        };
+        let body = crate::text_only(PROVIDER, message)?;
         let mut fields = json!({
             "message_type": "text",
             // The doc's numbers are international digits without `+` (3931212321).
