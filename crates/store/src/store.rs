@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RedisResult, RetryMethod, Script};
+use redis::{FromRedisValue, RedisError, RedisResult, RetryMethod, Script};
 
 /// Longest a single connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -135,6 +135,45 @@ impl Store {
             .map_err(|e| StoreError::from_redis(operation, &e))
     }
 
+    /// `GET key`.
+    async fn get<T: FromRedisValue>(&self, operation: &str, key: &str) -> Result<T, StoreError> {
+        self.run(operation, |mut conn| async move {
+            redis::cmd("GET").arg(key).query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// `SET key 1 NX PX ttl`: `true` when this call created the key, `false`
+    /// when it was already there.
+    async fn set_once(
+        &self,
+        operation: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let reply: Option<String> = self
+            .run(operation, |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg("1")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// `DEL key`.
+    async fn delete(&self, operation: &str, key: &str) -> Result<(), StoreError> {
+        self.run(operation, |mut conn| async move {
+            redis::cmd("DEL").arg(key).query_async(&mut conn).await
+        })
+        .await
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run("PING", |mut conn| async move {
@@ -150,11 +189,7 @@ impl Store {
     /// none), or `None` when the job is not remembered as sent.
     pub async fn sent(&self, job_id: &str) -> Result<Option<String>, StoreError> {
         let key = self.key(&["sent", job_id]);
-        self.run("read the sent mark", |mut conn| {
-            let key = &key;
-            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }
-        })
-        .await
+        self.get("read the sent mark", &key).await
     }
 
     /// Remembers that a job was sent, for `ttl` (the idempotency horizon).
@@ -188,36 +223,12 @@ impl Store {
     /// [`Store::record_sent`].
     pub async fn claim_in_flight(&self, job_id: &str, ttl: Duration) -> Result<bool, StoreError> {
         let key = self.key(&["inflight", job_id]);
-        let reply: Option<String> = self
-            .run("claim the in-flight mark", |mut conn| {
-                let key = &key;
-                async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg("1")
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(millis(ttl))
-                        .query_async(&mut conn)
-                        .await
-                }
-            })
-            .await?;
-        Ok(reply.is_some())
+        self.set_once("claim the in-flight mark", &key, ttl).await
     }
 
     pub async fn release_in_flight(&self, job_id: &str) -> Result<(), StoreError> {
         let key = self.key(&["inflight", job_id]);
-        self.run("release the in-flight mark", |mut conn| {
-            let key = &key;
-            async move {
-                redis::cmd("DEL")
-                    .arg(key)
-                    .query_async::<()>(&mut conn)
-                    .await
-            }
-        })
-        .await
+        self.delete("release the in-flight mark", &key).await
     }
 
     // ----- the 24-hour window: `inbound:<provider>:<account>:<digits>` -----
@@ -264,27 +275,14 @@ impl Store {
     /// The contact's last inbound message, epoch ms.
     pub async fn last_inbound(&self, contact: &Contact) -> Result<Option<i64>, StoreError> {
         let key = self.inbound_key(contact);
-        self.run("read the last inbound message", |mut conn| {
-            let key = &key;
-            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }
-        })
-        .await
+        self.get("read the last inbound message", &key).await
     }
 
     /// Forgets the contact's last inbound message (the vendor said the
     /// window is closed, so the record was wrong).
     pub async fn clear_inbound(&self, contact: &Contact) -> Result<(), StoreError> {
         let key = self.inbound_key(contact);
-        self.run("clear the last inbound message", |mut conn| {
-            let key = &key;
-            async move {
-                redis::cmd("DEL")
-                    .arg(key)
-                    .query_async::<()>(&mut conn)
-                    .await
-            }
-        })
-        .await
+        self.delete("clear the last inbound message", &key).await
     }
 
     // ----- vendor back-pressure: `pause:<provider>:<account>` -----
