@@ -1,7 +1,8 @@
 //! Herald's state in Redis (CONTRACT §5): which jobs were sent (idempotency)
 //! and which are being sent (in-flight marks), each contact's last inbound
-//! message (the 24-hour window), vendor-requested account pauses, and the
-//! rate limits shared by every replica.
+//! message (the 24-hour window), vendor-requested account pauses, the
+//! vendor message ids already taken from webhooks, and the rate limits
+//! shared by every replica.
 //!
 //! Owns: every Redis key under the configured prefix, the Lua scripts that
 //! change them atomically, and the pure window rule ([`WindowState`]).
@@ -14,6 +15,8 @@
 //! - `inbound:<provider>:<account>:<digits>` = epoch ms, only moves forward,
 //!   expires window + 1 h after the stored time
 //! - `pause:<provider>:<account>`, TTL = the pause
+//! - `webhook:<provider>:<account>:<message id>`, TTL = longer than the
+//!   vendor retries a webhook (de-duplicates redelivered webhooks)
 //! - `rate:<provider>:<account>`, `pace:<provider>:<account>:<digits>` = GCRA
 //!   theoretical arrival time in µs, expiring once idle
 

@@ -327,6 +327,34 @@ impl Store {
             .map(Duration::from_millis))
     }
 
+    // ----- webhook de-duplication: `webhook:<provider>:<account>:<message id>` -----
+
+    /// Marks a vendor's message id as seen for `remember_for`; `true` the
+    /// first time only, so a webhook the vendor delivers twice counts once.
+    pub async fn first_webhook_sighting(
+        &self,
+        provider: &str,
+        account: &str,
+        message_id: &str,
+        remember_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(&["webhook", provider, account, message_id]);
+        self.set_once("mark the webhook message as seen", &key, remember_for)
+            .await
+    }
+
+    /// Forgets a sighting whose message could not be recorded, so that the
+    /// vendor's retry of the webhook is not taken for a duplicate.
+    pub async fn forget_webhook_sighting(
+        &self,
+        provider: &str,
+        account: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        let key = self.key(&["webhook", provider, account, message_id]);
+        self.delete("forget the webhook message", &key).await
+    }
+
     // ----- shared rate limits: `rate:…`, `pace:…` -----
 
     /// Reserves one permit of the GCRA limit kept at `<prefix><key>` and

@@ -194,6 +194,37 @@ async fn an_in_flight_mark_expires_by_itself() {
 }
 
 #[tokio::test]
+async fn a_webhook_message_is_taken_once_per_account_until_forgotten() {
+    let env = TestEnv::new().await;
+    let (a, b) = (store(&env).await, store(&env).await);
+    let week = 7 * DAY;
+    let first = |s: &Store, account: &'static str| {
+        let s = s.clone();
+        async move {
+            s.first_webhook_sighting("kaleyra", account, "wamid.1", week)
+                .await
+                .unwrap()
+        }
+    };
+
+    assert!(first(&a, "default").await);
+    assert!(
+        !first(&b, "default").await,
+        "a redelivery on another replica"
+    );
+    assert!(first(&b, "second").await, "ids are per account");
+
+    let ttl = pttl(&env, "webhook:kaleyra:default:wamid.1").await;
+    let week_ms = week.as_millis() as i64;
+    assert!((week_ms - 5_000..=week_ms).contains(&ttl), "TTL {ttl} ms");
+
+    a.forget_webhook_sighting("kaleyra", "default", "wamid.1")
+        .await
+        .unwrap();
+    assert!(first(&b, "default").await, "forgotten, the retry counts");
+}
+
+#[tokio::test]
 async fn a_pause_is_never_shortened() {
     let env = TestEnv::new().await;
     let store = store(&env).await;
