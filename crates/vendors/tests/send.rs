@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,34 +16,85 @@ use herald_core::{Message, TemplateHeader};
 use herald_vendors::{VendorAnswer, Vendors, Verdict};
 use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, Request, ResponseTemplate};
 
 const KEY: &str = "sk-live-7f3a9c1e5b";
 
-/// One account of `provider` pointed at `base_url`; `keys` are its vendor
-/// keys, with `{secret}` standing for the path of a file holding [`KEY`].
-fn account(secrets: &Secrets, provider: &str, base_url: &str, keys: &str) -> Vendors {
-    let keys = keys.replace("{secret}", &secrets.file("key", KEY));
-    vendors(&format!(
-        "[providers.{provider}.default]\nbase_url = \"{base_url}\"\ntimeout = \"500ms\"\n{keys}"
-    ))
-    .unwrap()
+/// One configured account of a provider, with the vendor docs' example keys
+/// and [`KEY`] as its secret.
+struct Account {
+    provider: &'static str,
+    vendors: Vendors,
 }
 
-async fn send(
-    vendors: &Vendors,
-    provider: &str,
-    to: &str,
-    message: &Message,
-    options: &[(&str, &str)],
-) -> VendorAnswer {
-    let options: BTreeMap<String, String> = options
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let account = vendors.account(provider, "default").unwrap();
-    let request = account.render(to, message, &options).unwrap();
-    account.send(&request).await
+impl Account {
+    fn new(provider: &'static str, base_url: &str) -> Account {
+        let keys = match provider {
+            "payhero" => "session = \"18gdPWKzoXXXX\"\nbasic_token_file = \"{secret}\"",
+            "pingup" => "business = \"acme\"\napi_key_file = \"{secret}\"",
+            "kaleyra" => {
+                "sid = \"HXAP1XXXXXX17XX\"\nfrom = \"+12025550123\"\napi_key_file = \"{secret}\"\n\
+                 callback_url = \"https://webhook.site/XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX\""
+            }
+            "99digital" => "from = \"972771234567\"\napi_key_file = \"{secret}\"",
+            "replyhero" => {
+                "session_id = \"SESSION_ID\"\nuser_id = \"USER_ID\"\norg_id = \"ORG_ID\"\n\
+                 api_key_file = \"{secret}\""
+            }
+            other => panic!("no test account for {other}"),
+        };
+        // Secrets are read while the account is built: the file may go after.
+        let secrets = Secrets::new();
+        let keys = keys.replace("{secret}", &secrets.file("key", KEY));
+        let vendors = vendors(&format!(
+            "[providers.{provider}.default]\nbase_url = \"{base_url}\"\ntimeout = \"500ms\"\n{keys}"
+        ))
+        .unwrap();
+        Account { provider, vendors }
+    }
+
+    /// Renders and sends one job's message the way the worker does.
+    async fn send(&self, to: &str, message: &Message, options: &[(&str, &str)]) -> VendorAnswer {
+        let options: BTreeMap<String, String> = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let account = self.vendors.account(self.provider, "default").unwrap();
+        let request = account.render(to, message, &options).unwrap();
+        account.send(&request).await
+    }
+}
+
+/// A fake vendor answering every request with `response`, and an account of
+/// `provider` on it. The server stops when dropped: keep it.
+async fn answering(provider: &'static str, response: ResponseTemplate) -> (MockServer, Account) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(response)
+        .mount(&server)
+        .await;
+    let account = Account::new(provider, &server.uri());
+    (server, account)
+}
+
+/// Expects a `POST` to `to`, the only method a vendor is called with.
+fn post(to: &str) -> MockBuilder {
+    Mock::given(method("POST")).and(path(to))
+}
+
+/// A JSON answer read from `tests/fixtures/<name>`.
+fn fixture(status: u16, name: &str) -> ResponseTemplate {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let body = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    ResponseTemplate::new(status).set_body_raw(body, "application/json")
+}
+
+fn sent(vendor_message_id: Option<&str>) -> Verdict {
+    Verdict::Sent {
+        vendor_message_id: vendor_message_id.map(str::to_owned),
+    }
 }
 
 fn text(body: &str) -> Message {
@@ -52,8 +104,7 @@ fn text(body: &str) -> Message {
 #[tokio::test]
 async fn payhero_gets_its_json_and_basic_token() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/v2/whatspp/sendText"))
+    post("/api/v2/whatspp/sendText")
         .and(header("authorization", format!("Basic {KEY}").as_str()))
         .and(header("content-type", "application/json"))
         .and(body_json(json!({"message": "My First Text", "phone_number": "254787877878", "session": "18gdPWKzoXXXX"})))
@@ -61,35 +112,17 @@ async fn payhero_gets_its_json_and_basic_token() {
         .expect(1)
         .mount(&server)
         .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "payhero",
-        &server.uri(),
-        "session = \"18gdPWKzoXXXX\"\nbasic_token_file = \"{secret}\"",
-    );
-    let answer = send(
-        &vendors,
-        "payhero",
-        "+254787877878",
-        &text("My First Text"),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        answer.verdict,
-        Verdict::Sent {
-            vendor_message_id: None
-        }
-    );
+    let answer = Account::new("payhero", &server.uri())
+        .send("+254787877878", &text("My First Text"), &[])
+        .await;
+    assert_eq!(answer.verdict, sent(None));
     assert_eq!(answer.status, Some(200));
 }
 
 #[tokio::test]
 async fn pingup_gets_its_json_and_bearer_key() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/ext/v2/acme/messages"))
+    post("/ext/v2/acme/messages")
         .and(header("authorization", format!("Bearer {KEY}").as_str()))
         .and(body_json(json!({
             "message_type": "text",
@@ -105,28 +138,11 @@ async fn pingup_gets_its_json_and_bearer_key() {
         .expect(1)
         .mount(&server)
         .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "pingup",
-        &server.uri(),
-        "business = \"acme\"\napi_key_file = \"{secret}\"",
-    );
     let options = [("client", "client_id"), ("client_name", "Jon doe")];
-    let answer = send(
-        &vendors,
-        "pingup",
-        "+3931212321",
-        &text("Text message to send"),
-        &options,
-    )
-    .await;
-    assert_eq!(
-        answer.verdict,
-        Verdict::Sent {
-            vendor_message_id: Some("pm-1".into())
-        }
-    );
+    let answer = Account::new("pingup", &server.uri())
+        .send("+3931212321", &text("Text message to send"), &options)
+        .await;
+    assert_eq!(answer.verdict, sent(Some("pm-1")));
 }
 
 #[tokio::test]
@@ -145,45 +161,34 @@ async fn kaleyra_gets_its_form_and_api_key_header() {
         ),
     ];
     let form_is = move |request: &Request| {
-        let sent: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
             .into_owned()
             .collect();
-        sent.iter()
+        pairs
+            .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .eq(expected_form.iter().copied())
     };
-    Mock::given(method("POST"))
-        .and(path("/v1/HXAP1XXXXXX17XX/messages"))
+    post("/v1/HXAP1XXXXXX17XX/messages")
         .and(header("api-key", KEY))
         .and(header("content-type", "application/x-www-form-urlencoded"))
         .and(form_is)
-        .respond_with(ResponseTemplate::new(202).set_body_raw(
-            include_bytes!("fixtures/kaleyra_success.json").to_vec(),
-            "application/json",
-        ))
+        .respond_with(fixture(202, "kaleyra_success.json"))
         .expect(1)
         .mount(&server)
         .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "kaleyra",
-        &server.uri(),
-        "sid = \"HXAP1XXXXXX17XX\"\nfrom = \"+12025550123\"\napi_key_file = \"{secret}\"\n\
-         callback_url = \"https://webhook.site/XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX\"",
-    );
     let template = Message::Template {
         name: "british_council".into(),
         language: "en".into(),
         header: None,
         body: vec!["Raman".into()],
     };
-    let answer = send(&vendors, "kaleyra", "+12025550199", &template, &[]).await;
+    let answer = Account::new("kaleyra", &server.uri())
+        .send("+12025550199", &template, &[])
+        .await;
     assert_eq!(
         answer.verdict,
-        Verdict::Sent {
-            vendor_message_id: Some("cc8074ae-990d-40f5-b604-115XXXe2ab32:0".into())
-        }
+        sent(Some("cc8074ae-990d-40f5-b604-115XXXe2ab32:0"))
     );
     assert_eq!(answer.status, Some(202));
 }
@@ -191,36 +196,16 @@ async fn kaleyra_gets_its_form_and_api_key_header() {
 #[tokio::test]
 async fn digital99_gets_its_key_in_the_json_body() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/whatsapp/v2/sendMessage"))
+    post("/whatsapp/v2/sendMessage")
         .and(body_json(json!({"apiKey": KEY, "from": "972771234567", "to": "972501234567", "body": "your message"})))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_raw(include_bytes!("fixtures/99digital_success.json").to_vec(), "application/json"),
-        )
+        .respond_with(fixture(200, "99digital_success.json"))
         .expect(1)
         .mount(&server)
         .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "99digital",
-        &server.uri(),
-        "from = \"972771234567\"\napi_key_file = \"{secret}\"",
-    );
-    let answer = send(
-        &vendors,
-        "99digital",
-        "+972501234567",
-        &text("your message"),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        answer.verdict,
-        Verdict::Sent {
-            vendor_message_id: Some("65dfd4r4dref34rdfxd34r".into())
-        }
-    );
+    let answer = Account::new("99digital", &server.uri())
+        .send("+972501234567", &text("your message"), &[])
+        .await;
+    assert_eq!(answer.verdict, sent(Some("65dfd4r4dref34rdfxd34r")));
 }
 
 #[tokio::test]
@@ -233,21 +218,16 @@ async fn replyhero_gets_messages_and_templates_on_their_own_paths() {
             .extend(ids.as_object().unwrap().clone());
         body
     };
-    Mock::given(method("POST"))
-        .and(path("/whatsapp/messages/send"))
+    post("/whatsapp/messages/send")
         .and(header("x-api-key", KEY))
         .and(body_json(with_ids(
             json!({"message": {"type": "text", "text": {"body": "testing msg"}}}),
         )))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            include_bytes!("fixtures/replyhero_message_success.json").to_vec(),
-            "application/json",
-        ))
+        .respond_with(fixture(200, "replyhero_message_success.json"))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/whatsapp/template/send"))
+    post("/whatsapp/template/send")
         .and(header("x-api-key", KEY))
         .and(body_json(with_ids(json!({
             "templateName": "order_update",
@@ -256,35 +236,16 @@ async fn replyhero_gets_messages_and_templates_on_their_own_paths() {
                 {"type": "body", "parameters": [{"type": "text", "text": "1234"}]}
             ]
         }))))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            include_bytes!("fixtures/replyhero_template_success.json").to_vec(),
-            "application/json",
-        ))
+        .respond_with(fixture(200, "replyhero_template_success.json"))
         .expect(1)
         .mount(&server)
         .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "replyhero",
-        &server.uri(),
-        "session_id = \"SESSION_ID\"\nuser_id = \"USER_ID\"\norg_id = \"ORG_ID\"\napi_key_file = \"{secret}\"",
-    );
+    let account = Account::new("replyhero", &server.uri());
     let customer = [("customer_id", "CUSTOMER_ID")];
-    let answer = send(
-        &vendors,
-        "replyhero",
-        "+60181234567",
-        &text("testing msg"),
-        &customer,
-    )
-    .await;
-    assert_eq!(
-        answer.verdict,
-        Verdict::Sent {
-            vendor_message_id: Some("wamid.HBgL*****REY1RjIA".into())
-        }
-    );
+    let answer = account
+        .send("+60181234567", &text("testing msg"), &customer)
+        .await;
+    assert_eq!(answer.verdict, sent(Some("wamid.HBgL*****REY1RjIA")));
     let template = Message::Template {
         name: "order_update".into(),
         language: "en".into(),
@@ -293,32 +254,18 @@ async fn replyhero_gets_messages_and_templates_on_their_own_paths() {
         }),
         body: vec!["1234".into()],
     };
-    let answer = send(&vendors, "replyhero", "+60181234567", &template, &customer).await;
+    let answer = account.send("+60181234567", &template, &customer).await;
     assert!(matches!(answer.verdict, Verdict::Sent { .. }), "{answer:?}");
-}
-
-/// A Pingup account whose vendor answers every send with `response`.
-async fn pingup_answering(response: ResponseTemplate) -> (MockServer, Secrets, Vendors) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "pingup",
-        &server.uri(),
-        "business = \"acme\"\napi_key_file = \"{secret}\"",
-    );
-    (server, secrets, vendors)
 }
 
 #[tokio::test]
 async fn server_errors_are_retryable_and_keep_status_and_response() {
-    let (_server, _secrets, vendors) =
-        pingup_answering(ResponseTemplate::new(503).set_body_string("x".repeat(5000))).await;
-    let answer = send(&vendors, "pingup", "+3931212321", &text("hi"), &[]).await;
+    let (_server, account) = answering(
+        "pingup",
+        ResponseTemplate::new(503).set_body_string("x".repeat(5000)),
+    )
+    .await;
+    let answer = account.send("+3931212321", &text("hi"), &[]).await;
     assert!(
         matches!(
             answer.verdict,
@@ -336,9 +283,12 @@ async fn server_errors_are_retryable_and_keep_status_and_response() {
 
 #[tokio::test]
 async fn throttling_honours_retry_after() {
-    let (_server, _secrets, vendors) =
-        pingup_answering(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
-    let answer = send(&vendors, "pingup", "+3931212321", &text("hi"), &[]).await;
+    let (_server, account) = answering(
+        "pingup",
+        ResponseTemplate::new(429).insert_header("Retry-After", "7"),
+    )
+    .await;
+    let answer = account.send("+3931212321", &text("hi"), &[]).await;
     let Verdict::Retryable {
         retry_after,
         rate_limited,
@@ -355,10 +305,13 @@ async fn throttling_honours_retry_after() {
 
 #[tokio::test]
 async fn a_vendor_slower_than_the_timeout_is_retryable_without_status() {
-    let (_server, _secrets, vendors) =
-        pingup_answering(ResponseTemplate::new(200).set_delay(Duration::from_secs(5))).await;
+    let (_server, account) = answering(
+        "pingup",
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(5)),
+    )
+    .await;
     let started = std::time::Instant::now();
-    let answer = send(&vendors, "pingup", "+3931212321", &text("hi"), &[]).await;
+    let answer = account.send("+3931212321", &text("hi"), &[]).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "the 500ms account timeout applies"
@@ -377,15 +330,10 @@ async fn a_vendor_slower_than_the_timeout_is_retryable_without_status() {
 
 #[tokio::test]
 async fn an_unreachable_vendor_is_retryable_without_status() {
-    let secrets = Secrets::new();
     // Port 9 (discard) on loopback: nothing listens there.
-    let vendors = account(
-        &secrets,
-        "pingup",
-        "http://127.0.0.1:9",
-        "business = \"acme\"\napi_key_file = \"{secret}\"",
-    );
-    let answer = send(&vendors, "pingup", "+3931212321", &text("hi"), &[]).await;
+    let answer = Account::new("pingup", "http://127.0.0.1:9")
+        .send("+3931212321", &text("hi"), &[])
+        .await;
     assert!(
         matches!(answer.verdict, Verdict::Retryable { .. }),
         "{answer:?}"
@@ -395,22 +343,8 @@ async fn an_unreachable_vendor_is_retryable_without_status() {
 
 #[tokio::test]
 async fn validation_errors_are_permanent_with_their_code() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400).set_body_raw(
-            include_bytes!("fixtures/kaleyra_e13009.json").to_vec(),
-            "application/json",
-        ))
-        .mount(&server)
-        .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "kaleyra",
-        &server.uri(),
-        "sid = \"HX1\"\nfrom = \"+12025550123\"\napi_key_file = \"{secret}\"",
-    );
-    let answer = send(&vendors, "kaleyra", "+12025550199", &text("hi"), &[]).await;
+    let (_server, account) = answering("kaleyra", fixture(400, "kaleyra_e13009.json")).await;
+    let answer = account.send("+12025550199", &text("hi"), &[]).await;
     let Verdict::Permanent {
         code,
         window_closed,
@@ -465,19 +399,12 @@ async fn secrets_echoed_by_a_vendor_appear_in_no_answer_and_no_log() {
         "originalRequest": {"apiKey": KEY, "from": "972771234567", "to": "972501234567", "body": "hi"}
     });
     for status in [200, 401] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_json(&echo))
-            .mount(&server)
-            .await;
-        let secrets = Secrets::new();
-        let vendors = account(
-            &secrets,
+        let (_server, account) = answering(
             "99digital",
-            &server.uri(),
-            "from = \"972771234567\"\napi_key_file = \"{secret}\"",
-        );
-        let answer = send(&vendors, "99digital", "+972501234567", &text("hi"), &[]).await;
+            ResponseTemplate::new(status).set_body_json(&echo),
+        )
+        .await;
+        let answer = account.send("+972501234567", &text("hi"), &[]).await;
         assert!(
             matches!(answer.verdict, Verdict::Permanent { .. }),
             "{answer:?}"
@@ -491,24 +418,14 @@ async fn secrets_echoed_by_a_vendor_appear_in_no_answer_and_no_log() {
     }
 
     // PayHero quoting its Authorization header in the error it puts in `detail`.
-    let server = MockServer::start().await;
     let quoted = json!({
         "error_code": "UNAUTHORIZED",
         "error_message": format!("invalid credentials in header 'Authorization: Basic {KEY}'"),
         "status_code": 401
     });
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(&quoted))
-        .mount(&server)
-        .await;
-    let secrets = Secrets::new();
-    let vendors = account(
-        &secrets,
-        "payhero",
-        &server.uri(),
-        "session = \"s\"\nbasic_token_file = \"{secret}\"",
-    );
-    let answer = send(&vendors, "payhero", "+254787877878", &text("hi"), &[]).await;
+    let (_server, account) =
+        answering("payhero", ResponseTemplate::new(401).set_body_json(&quoted)).await;
+    let answer = account.send("+254787877878", &text("hi"), &[]).await;
     let Verdict::Permanent { detail, .. } = &answer.verdict else {
         panic!("{answer:?}")
     };
