@@ -5,14 +5,13 @@
 //!
 //! Owns: the HTTP surface — routes, authentication (bearer token for
 //! `/v1/*`, per-account secret for webhooks), request validation, the
-//! vendors' inbound callback formats, and webhook de-duplication keys
-//! (`<prefix>webhook:<provider>:<account>:<message id>`).
+//! vendors' inbound callback formats, and how long a webhook is remembered.
 //! Must not touch: what a job is (herald-core), how it is published
-//! (herald-client) or how the window is stored (herald-store); nor sending.
+//! (herald-client) or how the window and webhook de-duplication are stored
+//! (herald-store); nor sending.
 
 mod auth;
 mod broker;
-mod dedup;
 mod error;
 pub mod hooks;
 mod inbound;
@@ -37,7 +36,6 @@ use herald_store::Store;
 
 use auth::{WebhookSecrets, api_token};
 use broker::Broker;
-use dedup::Dedup;
 use error::ApiError;
 
 /// Largest request body accepted; larger ones are answered `413`.
@@ -54,7 +52,6 @@ struct Inner {
     webhook_secrets: WebhookSecrets,
     broker: Broker,
     store: Store,
-    dedup: Dedup,
 }
 
 impl Api {
@@ -73,20 +70,15 @@ impl Api {
                     redact_url(&config.amqp.url)
                 )
             })?;
-        let unreachable_redis = "cannot reach Redis (configuration key redis.url)";
         let store = Store::connect(&config.redis.url, &config.redis.prefix)
             .await
-            .context(unreachable_redis)?;
-        let dedup = Dedup::connect(&config.redis.url, &config.redis.prefix)
-            .await
-            .context(unreachable_redis)?;
+            .context("cannot reach Redis (configuration key redis.url)")?;
         Ok(Api(Arc::new(Inner {
             config,
             token,
             webhook_secrets,
             broker,
             store,
-            dedup,
         })))
     }
 
@@ -132,9 +124,6 @@ impl Api {
     }
     fn store(&self) -> &Store {
         &self.0.store
-    }
-    fn dedup(&self) -> &Dedup {
-        &self.0.dedup
     }
 }
 

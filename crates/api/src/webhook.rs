@@ -3,6 +3,8 @@
 //! ([`crate::hooks`]), de-duplicated by vendor message id, recorded at the
 //! vendor's timestamp, and answered at once: vendors retry slow webhooks.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,13 +15,17 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use herald_core::protocol::rfc3339;
-use herald_store::Contact;
+use herald_store::{Contact, StoreError};
 
 use crate::auth::WEBHOOK_SECRET_HEADER;
 use crate::error::{self, ApiError};
 use crate::hooks::{self, Callback};
 use crate::inbound::{no_later_than, record};
 use crate::{Api, metrics};
+
+/// How long a message id is remembered: longer than any vendor keeps
+/// retrying a webhook (Meta retries for up to 7 days).
+const REMEMBER_FOR: Duration = Duration::from_secs(8 * 24 * 3600);
 
 pub async fn post(
     State(api): State<Api>,
@@ -64,10 +70,10 @@ pub async fn post(
     let now = Utc::now();
     let mut recorded = Vec::new();
     let mut duplicates = Vec::new();
+    let store = api.store();
     for message in messages {
-        let dedup = api.dedup();
-        let first = dedup
-            .first_sighting(&provider, &account, &message.id)
+        let first = store
+            .first_webhook_sighting(&provider, &account, &message.id, REMEMBER_FOR)
             .await
             .map_err(|e| unavailable(&provider, e))?;
         if !first {
@@ -83,12 +89,15 @@ pub async fn post(
         let at = no_later_than(message.at, now);
         if let Err(e) = record(&api, &contact, at).await {
             // Unmark it, so the vendor's retry of this webhook records it.
-            if let Err(forget) = dedup.forget(&provider, &account, &message.id).await {
+            if let Err(forget) = store
+                .forget_webhook_sighting(&provider, &account, &message.id)
+                .await
+            {
                 warn!(
                     provider,
                     account,
                     message_id = message.id,
-                    error = forget,
+                    error = %forget,
                     "could not unmark a message that was not recorded; its retry will be taken for a duplicate"
                 );
             }
@@ -148,7 +157,7 @@ fn payload(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     Ok(Value::Object(fields))
 }
 
-fn unavailable(provider: &str, error: String) -> ApiError {
+fn unavailable(provider: &str, error: StoreError) -> ApiError {
     metrics::webhook(provider, "unavailable");
     ApiError::unavailable(format!(
         "cannot check for repeated deliveries, try again: {error}"
