@@ -70,6 +70,11 @@ async fn answer(request: RequestBuilder) -> (StatusCode, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// The status alone, for answers whose body does not matter.
+async fn status_of(request: RequestBuilder) -> StatusCode {
+    request.send().await.unwrap().status()
+}
+
 #[tokio::test]
 async fn every_vendor_path_answers_its_documented_success_body() {
     let (mock, client) = start(Faults::default()).await;
@@ -218,18 +223,9 @@ async fn a_request_missing_what_the_vendor_insists_on_is_refused_by_name() {
 #[tokio::test]
 async fn requests_are_recorded_per_provider_and_queryable() {
     let (mock, client) = start(Faults::default()).await;
-    text(&client, &mock, Provider::Kaleyra)
-        .send()
-        .await
-        .unwrap();
-    text(&client, &mock, Provider::PayHero)
-        .send()
-        .await
-        .unwrap();
-    text(&client, &mock, Provider::Kaleyra)
-        .send()
-        .await
-        .unwrap();
+    for provider in [Provider::Kaleyra, Provider::PayHero, Provider::Kaleyra] {
+        text(&client, &mock, provider).send().await.unwrap();
+    }
 
     let kaleyra = mock.requests_for(Provider::Kaleyra);
     assert_eq!(kaleyra.len(), 2);
@@ -241,44 +237,22 @@ async fn requests_are_recorded_per_provider_and_queryable() {
     assert_eq!(mock.requests().len(), 3);
 
     let base = mock.base_url();
-    let listed: Value = client
-        .get(format!("{base}/_mock/requests?provider=payhero"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = answer(client.get(format!("{base}/_mock/requests?provider=payhero"))).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["provider"], "payhero");
     assert_eq!(listed[0]["body"]["session"], "18gd");
     assert!(listed[0]["received_at"].is_string());
 
-    let stats: Value = client
-        .get(format!("{base}/_mock/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, stats) = answer(client.get(format!("{base}/_mock/stats"))).await;
     assert_eq!(stats["kaleyra"]["requests"], 2);
     assert_eq!(stats["kaleyra"]["statuses"]["200"], 2);
     assert_eq!(stats["99digital"]["requests"], 0);
 
-    let unknown = client
-        .get(format!("{base}/_mock/requests?provider=acme"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let unknown = client.get(format!("{base}/_mock/requests?provider=acme"));
+    assert_eq!(status_of(unknown).await, StatusCode::BAD_REQUEST);
 
-    let cleared = client
-        .delete(format!("{base}/_mock/requests"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cleared.status(), StatusCode::NO_CONTENT);
+    let cleared = client.delete(format!("{base}/_mock/requests"));
+    assert_eq!(status_of(cleared).await, StatusCode::NO_CONTENT);
     assert!(mock.requests().is_empty());
     assert_eq!(mock.stats()[&Provider::Kaleyra].requests, 0);
 }
@@ -308,11 +282,7 @@ async fn an_error_rate_of_one_answers_only_500_and_503() {
     })
     .await;
     for _ in 0..10 {
-        let status = text(&client, &mock, Provider::ReplyHero)
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = status_of(text(&client, &mock, Provider::ReplyHero)).await;
         assert!(
             [
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -453,21 +423,14 @@ async fn a_script_comes_before_the_faults_for_its_provider_only() {
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(
-            text(&client, &mock, Provider::Kaleyra)
-                .send()
+            status_of(text(&client, &mock, Provider::Kaleyra))
                 .await
-                .unwrap()
-                .status()
                 .as_u16(),
         );
     }
     assert_eq!(statuses, [500, 500, 200, 200]);
     assert_eq!(
-        text(&client, &mock, Provider::PayHero)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(text(&client, &mock, Provider::PayHero)).await,
         StatusCode::OK
     );
 }
@@ -479,39 +442,21 @@ async fn the_control_endpoint_sets_scripts_and_resets_faults() {
 
     let set = client
         .post(format!("{base}/_mock/faults"))
-        .body(r#"{"providers": {"kaleyra": {"error_rate": 1.0}}}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(set.status(), StatusCode::OK);
+        .body(r#"{"providers": {"kaleyra": {"error_rate": 1.0}}}"#);
+    assert_eq!(status_of(set).await, StatusCode::OK);
     assert!(
-        text(&client, &mock, Provider::Kaleyra)
-            .send()
+        status_of(text(&client, &mock, Provider::Kaleyra))
             .await
-            .unwrap()
-            .status()
             .is_server_error()
     );
     assert_eq!(
-        text(&client, &mock, Provider::PayHero)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(text(&client, &mock, Provider::PayHero)).await,
         StatusCode::OK
     );
 
     let script = json!({"provider": "payhero", "replies": ["429:5", "permanent", "ok"]});
-    assert!(
-        client
-            .post(format!("{base}/_mock/script"))
-            .json(&script)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    let set = client.post(format!("{base}/_mock/script")).json(&script);
+    assert!(status_of(set).await.is_success());
     let limited = text(&client, &mock, Provider::PayHero)
         .send()
         .await
@@ -519,37 +464,18 @@ async fn the_control_endpoint_sets_scripts_and_resets_faults() {
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers()["retry-after"], "5");
 
-    let shown: Value = client
-        .get(format!("{base}/_mock/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, shown) = answer(client.get(format!("{base}/_mock/faults"))).await;
     assert_eq!(shown["scripts"]["payhero"], json!(["permanent", "ok"]));
     assert_eq!(shown["faults"]["providers"]["kaleyra"]["error_rate"], 1.0);
 
-    let reset = client
-        .delete(format!("{base}/_mock/faults"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let reset = client.delete(format!("{base}/_mock/faults"));
+    assert_eq!(status_of(reset).await, StatusCode::NO_CONTENT);
     assert_eq!(
-        text(&client, &mock, Provider::Kaleyra)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(text(&client, &mock, Provider::Kaleyra)).await,
         StatusCode::OK
     );
     assert_eq!(
-        text(&client, &mock, Provider::PayHero)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(text(&client, &mock, Provider::PayHero)).await,
         StatusCode::OK
     );
 }
