@@ -1,13 +1,14 @@
 //! Rate limits: shared across replicas through Redis, local per process,
 //! and failing safe when Redis is away.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use herald_core::RateScope;
 use herald_store::{Limiter, Rate, RecipientPacer, Store};
 use herald_testkit::TestEnv;
 
-use super::store;
+use super::{closed_port_url, store};
 
 /// Acquires permits until `run_for` is over; returns when each was granted.
 async fn permits_over(limiter: Limiter, started: Instant, run_for: Duration) -> Vec<Duration> {
@@ -19,8 +20,27 @@ async fn permits_over(limiter: Limiter, started: Instant, run_for: Duration) -> 
     granted
 }
 
+/// Acquires `permits` permits one after another.
+async fn acquire(limiter: &Limiter, permits: usize) {
+    for _ in 0..permits {
+        limiter.acquire().await;
+    }
+}
+
+/// Asserts that the time since `started` lies in `expected`.
+#[track_caller]
+fn assert_took(started: Instant, expected: Range<Duration>, what: &str) {
+    let elapsed = started.elapsed();
+    assert!(expected.contains(&elapsed), "{what} took {elapsed:?}");
+}
+
 fn rate(per_second: f64, burst: u32) -> Option<Rate> {
     Rate::per_second(per_second, burst)
+}
+
+/// The limiter of kaleyra/default, the account most of these tests use.
+fn kaleyra(store: &Store, rate: Option<Rate>, scope: RateScope) -> Limiter {
+    Limiter::new(store, "kaleyra", "default", rate, scope)
 }
 
 #[tokio::test]
@@ -31,13 +51,7 @@ async fn replicas_share_one_global_rate() {
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let store = store(&env).await;
-        let limiter = Limiter::new(
-            &store,
-            "kaleyra",
-            "default",
-            rate(20.0, 1),
-            RateScope::Global,
-        );
+        let limiter = kaleyra(&store, rate(20.0, 1), RateScope::Global);
         replicas.push(tokio::spawn(permits_over(limiter, started, run_for)));
     }
     let granted: Vec<Duration> = futures::future::try_join_all(replicas)
@@ -61,30 +75,16 @@ async fn replicas_share_one_global_rate() {
 async fn a_global_burst_goes_at_once_then_the_rate_holds() {
     let env = TestEnv::new().await;
     let store = store(&env).await;
-    let limiter = Limiter::new(
-        &store,
-        "kaleyra",
-        "default",
-        rate(10.0, 5),
-        RateScope::Global,
-    );
+    let limiter = kaleyra(&store, rate(10.0, 5), RateScope::Global);
     let started = Instant::now();
-    for _ in 0..5 {
-        limiter.acquire().await;
-    }
-    assert!(
-        started.elapsed() < Duration::from_millis(80),
-        "burst took {:?}",
-        started.elapsed()
-    );
-    for _ in 0..5 {
-        limiter.acquire().await;
-    }
+    acquire(&limiter, 5).await;
+    assert_took(started, Duration::ZERO..Duration::from_millis(80), "burst");
+    acquire(&limiter, 5).await;
     // Five more at 10/s: about 0.5 s after the burst.
-    let elapsed = started.elapsed();
-    assert!(
-        (Duration::from_millis(450)..Duration::from_millis(700)).contains(&elapsed),
-        "took {elapsed:?}"
+    assert_took(
+        started,
+        Duration::from_millis(450)..Duration::from_millis(700),
+        "burst and five more",
     );
 }
 
@@ -97,10 +97,10 @@ async fn limits_of_different_accounts_are_independent() {
     let started = Instant::now();
     a.acquire().await;
     b.acquire().await;
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "took {:?}",
-        started.elapsed()
+    assert_took(
+        started,
+        Duration::ZERO..Duration::from_millis(100),
+        "a permit of each of two accounts",
     );
 }
 
@@ -108,15 +108,7 @@ async fn limits_of_different_accounts_are_independent() {
 async fn a_local_limiter_paces_its_own_process_only() {
     let env = TestEnv::new().await;
     let store = store(&env).await;
-    let local = || {
-        Limiter::new(
-            &store,
-            "kaleyra",
-            "default",
-            rate(20.0, 1),
-            RateScope::Local,
-        )
-    };
+    let local = || kaleyra(&store, rate(20.0, 1), RateScope::Local);
     let started = Instant::now();
     let run_for = Duration::from_secs(2);
     let (a, b) = tokio::join!(
@@ -134,36 +126,27 @@ async fn a_local_limiter_paces_its_own_process_only() {
 async fn no_rate_means_no_waiting() {
     let env = TestEnv::new().await;
     let store = store(&env).await;
-    let limiter = Limiter::new(&store, "kaleyra", "default", None, RateScope::Global);
+    let limiter = kaleyra(&store, None, RateScope::Global);
     let started = Instant::now();
-    for _ in 0..10_000 {
-        limiter.acquire().await;
-    }
-    assert!(started.elapsed() < Duration::from_millis(200));
+    acquire(&limiter, 10_000).await;
+    assert_took(
+        started,
+        Duration::ZERO..Duration::from_millis(200),
+        "10 000 unlimited permits",
+    );
 }
 
 #[tokio::test]
 async fn without_redis_the_global_limiter_falls_back_to_a_quarter_of_the_rate() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("redis://{}", listener.local_addr().unwrap());
-    drop(listener);
-    let store = Store::connect_lazy(&url, "herald:").unwrap();
+    let store = Store::connect_lazy(&closed_port_url(), "herald:").unwrap();
     // 20/s shared, so 5/s locally: 11 permits take about 2 s.
-    let limiter = Limiter::new(
-        &store,
-        "kaleyra",
-        "default",
-        rate(20.0, 1),
-        RateScope::Global,
-    );
+    let limiter = kaleyra(&store, rate(20.0, 1), RateScope::Global);
     let started = Instant::now();
-    for _ in 0..11 {
-        limiter.acquire().await;
-    }
-    let elapsed = started.elapsed();
-    assert!(
-        (Duration::from_millis(1900)..Duration::from_secs(4)).contains(&elapsed),
-        "11 permits at the 5/s fallback took {elapsed:?}"
+    acquire(&limiter, 11).await;
+    assert_took(
+        started,
+        Duration::from_millis(1900)..Duration::from_secs(4),
+        "11 permits at the 5/s fallback",
     );
 }
 
@@ -171,37 +154,28 @@ async fn without_redis_the_global_limiter_falls_back_to_a_quarter_of_the_rate() 
 async fn recipients_are_paced_across_replicas_and_independently_of_each_other() {
     let env = TestEnv::new().await;
     let interval = Rate::every(Duration::from_millis(300)).unwrap();
-    let a = RecipientPacer::new(
-        &store(&env).await,
-        "kaleyra",
-        "default",
-        interval,
-        RateScope::Global,
-    );
-    let b = RecipientPacer::new(
-        &store(&env).await,
-        "kaleyra",
-        "default",
-        interval,
-        RateScope::Global,
-    );
+    let replica = |store: &Store| {
+        RecipientPacer::new(store, "kaleyra", "default", interval, RateScope::Global)
+    };
+    let (a, b) = (replica(&store(&env).await), replica(&store(&env).await));
 
     let started = Instant::now();
     for pacer in [&a, &b, &a, &b] {
         pacer.acquire("254712345678").await;
     }
-    let elapsed = started.elapsed();
-    assert!(
-        (Duration::from_millis(880)..Duration::from_millis(1200)).contains(&elapsed),
-        "4 messages to one recipient 300 ms apart took {elapsed:?}"
+    assert_took(
+        started,
+        Duration::from_millis(880)..Duration::from_millis(1200),
+        "4 messages to one recipient 300 ms apart",
     );
 
     let started = Instant::now();
     a.acquire("254700000001").await;
     b.acquire("254700000002").await;
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "other recipients waited"
+    assert_took(
+        started,
+        Duration::ZERO..Duration::from_millis(100),
+        "other recipients",
     );
 }
 
@@ -216,10 +190,10 @@ async fn a_local_pacer_spaces_messages_to_one_recipient() {
         pacer.acquire("254712345678").await;
     }
     pacer.acquire("254700000001").await;
-    let elapsed = started.elapsed();
-    assert!(
-        (Duration::from_millis(380)..Duration::from_millis(600)).contains(&elapsed),
-        "took {elapsed:?}"
+    assert_took(
+        started,
+        Duration::from_millis(380)..Duration::from_millis(600),
+        "3 messages to one recipient 200 ms apart, then one to another",
     );
 }
 

@@ -13,3 +13,11 @@ async fn store(env: &TestEnv) -> Store {
         .await
         .expect("connect to the test Redis")
 }
+
+/// A Redis URL with nothing listening behind it.
+fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("redis://127.0.0.1:{port}")
+}

@@ -8,7 +8,7 @@ use herald_testkit::TestEnv;
 use rand::Rng;
 use redis::AsyncCommands;
 
-use super::store;
+use super::{closed_port_url, store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const HOUR_MS: i64 = 3_600_000;
@@ -228,41 +228,22 @@ async fn a_webhook_message_is_taken_once_per_account_until_forgotten() {
 async fn a_pause_is_never_shortened() {
     let env = TestEnv::new().await;
     let store = store(&env).await;
-    let paused_for = |s: &Store| {
-        let s = s.clone();
-        async move { s.account_paused_for("kaleyra", "default").await.unwrap() }
-    };
-    assert_eq!(paused_for(&store).await, None);
+    let pause = |secs| store.pause_account("kaleyra", "default", Duration::from_secs(secs));
+    let paused_for = || store.account_paused_for("kaleyra", "default");
+    assert_eq!(paused_for().await.unwrap(), None);
 
-    store
-        .pause_account("kaleyra", "default", Duration::from_secs(60))
-        .await
-        .unwrap();
-    store
-        .pause_account("kaleyra", "default", Duration::from_secs(5))
-        .await
-        .unwrap();
-    let left = paused_for(&store).await.expect("paused");
+    pause(60).await.unwrap();
+    pause(5).await.unwrap();
+    let left = paused_for().await.unwrap().expect("paused");
     assert!(left > Duration::from_secs(55), "shortened to {left:?}");
 
-    store
-        .pause_account("kaleyra", "default", Duration::from_secs(120))
-        .await
-        .unwrap();
-    let left = paused_for(&store).await.expect("paused");
+    pause(120).await.unwrap();
+    let left = paused_for().await.unwrap().expect("paused");
     assert!(left > Duration::from_secs(115), "not lengthened: {left:?}");
     assert_eq!(
         store.account_paused_for("kaleyra", "other").await.unwrap(),
         None
     );
-}
-
-/// A port with nothing listening.
-fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("redis://127.0.0.1:{port}")
 }
 
 fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, started: Instant) {
