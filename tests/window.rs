@@ -28,7 +28,7 @@ async fn inbound_ago(h: &Harness, ago: TimeDelta) {
         .unwrap();
     let at = (Utc::now() - ago).timestamp_millis();
     store
-        .record_inbound(&contact(), at, h.config.window.open_for())
+        .record_inbound(&contact(), at, &h.config.window)
         .await
         .unwrap();
 }
@@ -291,11 +291,7 @@ async fn without_redis_a_session_job_is_neither_sent_nor_dead_lettered() {
     let redis = PrivateRedis::start(port);
     let store = Store::connect(&redis.url(), &h.env.prefix).await.unwrap();
     store
-        .record_inbound(
-            &contact(),
-            Utc::now().timestamp_millis(),
-            h.config.window.open_for(),
-        )
+        .record_inbound(&contact(), Utc::now().timestamp_millis(), &h.config.window)
         .await
         .unwrap();
     let (sent, _) = h

@@ -26,7 +26,7 @@ use herald_store::Store;
 
 use crate::health::Readiness;
 use crate::outcome::{Outcome, Processed};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Lease, Pipeline};
 use crate::settle::{Incoming, Settler};
 
 /// How long shutdown waits for the broker to acknowledge a cancel or close.
@@ -110,6 +110,10 @@ async fn session(
     setup.close(200, "declared".into()).await?;
 
     let in_flight = TaskTracker::new();
+    // Cancelled when this session ends, however it ends: a delivery still
+    // running then has lost its lease and must not call the vendor.
+    let session_over = CancellationToken::new();
+    let _end_session = session_over.clone().drop_guard();
     let mut consumers = JoinSet::new();
     for provider in &topology.providers {
         let queue = send_queue(provider);
@@ -136,6 +140,10 @@ async fn session(
             pipeline: pipeline.clone(),
             settler,
             in_flight: in_flight.clone(),
+            lease: Arc::new(ChannelLease {
+                channel: channel.clone(),
+                session_over: session_over.clone(),
+            }),
         };
         consumers.spawn(consume(queue, channel, consumer, work, shutdown.clone()));
     }
@@ -156,8 +164,9 @@ async fn session(
     }
 
     // Graceful shutdown: every consumer cancels itself, then in-flight jobs
-    // get the grace period to finish; what does not finish stays unacked and
-    // the broker redelivers it once this connection closes.
+    // get the grace period to finish and are acked on their channels, which
+    // their leases keep open; what does not finish stays unacked and the
+    // broker redelivers it once this connection closes.
     while consumers.join_next().await.is_some() {}
     in_flight.close();
     let grace = config.worker.shutdown_grace;
@@ -183,6 +192,21 @@ struct Work {
     pipeline: Arc<Pipeline>,
     settler: Arc<Settler>,
     in_flight: TaskTracker,
+    lease: Arc<ChannelLease>,
+}
+
+/// The lease of every delivery of one consumer channel. It holds a handle
+/// of the channel, so the channel stays open (lapin closes a channel when
+/// its last handle drops) until the deliveries taken on it are acked.
+struct ChannelLease {
+    channel: Channel,
+    session_over: CancellationToken,
+}
+
+impl Lease for ChannelLease {
+    fn held(&self) -> bool {
+        !self.session_over.is_cancelled() && self.channel.status().connected()
+    }
 }
 
 async fn consume(
@@ -230,9 +254,12 @@ impl Work {
             routing_key: routing_key.to_string(),
             properties,
         };
-        let run = self
-            .pipeline
-            .process(&incoming.body, &incoming.routing_key, incoming.attempt());
+        let run = self.pipeline.process(
+            &incoming.body,
+            &incoming.routing_key,
+            incoming.calls(),
+            &*self.lease,
+        );
         let processed = match AssertUnwindSafe(run).catch_unwind().await {
             Ok(processed) => processed,
             Err(_) => {
@@ -244,6 +271,9 @@ impl Work {
             }
         };
         report(&incoming, &processed);
+        if processed.outcome == Outcome::Abandoned {
+            return;
+        }
         match self.settler.settle(&incoming, &processed).await {
             Ok(()) => {
                 if let Err(e) = acker.ack(BasicAckOptions::default()).await {
@@ -275,7 +305,7 @@ fn report(incoming: &Incoming, processed: &Processed) {
         .map_or(incoming.routing_key.as_str(), |j| j.provider.as_str());
     crate::metrics::processed(provider, processed);
     let job_id = processed.job.as_ref().map(|j| j.id.as_str()).unwrap_or("?");
-    let attempt = processed.attempt;
+    let attempt = processed.calls.attempts;
     match &processed.outcome {
         Outcome::Sent {
             vendor_message_id,
@@ -285,7 +315,7 @@ fn report(incoming: &Incoming, processed: &Processed) {
                 job_id,
                 provider,
                 attempt,
-                ?vendor_message_id,
+                vendor_message_id = vendor_message_id.as_deref().unwrap_or(""),
                 fallback_used,
                 "sent"
             )
@@ -298,6 +328,12 @@ fn report(incoming: &Incoming, processed: &Processed) {
         }
         Outcome::Dead(dead) => {
             warn!(job_id, provider, attempt, reason = %dead.reason, detail = %dead.detail, "dead-lettered")
+        }
+        Outcome::Abandoned => {
+            info!(
+                job_id,
+                provider, "the delivery's channel is gone; the broker redelivers it"
+            )
         }
     }
 }
