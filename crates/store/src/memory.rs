@@ -167,6 +167,21 @@ impl SendState for MemoryState {
         Ok(memory.sent.get(job_id).cloned())
     }
 
+    async fn paused_for(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut memory = self.memory();
+        memory.fail()?;
+        let now = Instant::now();
+        Ok(memory
+            .paused
+            .get(&(provider.to_owned(), account.to_owned()))
+            .filter(|until| **until > now)
+            .map(|until| *until - now))
+    }
+
     async fn pause_account(
         &self,
         provider: &str,

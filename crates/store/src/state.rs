@@ -124,6 +124,13 @@ pub trait SendState: Send + Sync + 'static {
     fn sent(&self, job_id: &str)
     -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
+    /// How much longer the vendor's pause of the account lasts, if any.
+    fn paused_for(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
+
     /// Pauses an account for every replica (the vendor throttled it).
     fn pause_account(
         &self,

@@ -635,6 +635,14 @@ impl SendState for Store {
         Store::sent(self, job_id).await
     }
 
+    async fn paused_for(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        self.account_paused_for(provider, account).await
+    }
+
     async fn pause_account(
         &self,
         provider: &str,

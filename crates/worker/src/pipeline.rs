@@ -233,11 +233,26 @@ impl<S: SendState> Pipeline<S> {
                     wait,
                     fallback,
                 } => {
+                    if wait.is_zero() {
+                        return Ok((claim, fallback));
+                    }
                     if !self.wait_holding(wait, lease).await {
                         self.release(claim).await;
                         return Err(Outcome::Abandoned);
                     }
-                    return Ok((claim, fallback));
+                    // A pause set while this delivery waited for its slot
+                    // still holds it: the next admission waits it out.
+                    let paused = self
+                        .ask(lease, || self.state.paused_for(&job.provider, &job.account))
+                        .await;
+                    match paused {
+                        Ok(None) => return Ok((claim, fallback)),
+                        Ok(Some(_)) => self.release(claim).await,
+                        Err(outcome) => {
+                            self.release(claim).await;
+                            return Err(outcome);
+                        }
+                    }
                 }
                 Admission::Duplicate { vendor_message_id } => {
                     return Err(Outcome::Duplicate { vendor_message_id });
