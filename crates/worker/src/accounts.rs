@@ -10,6 +10,30 @@ use herald_vendors::{VendorAccount, Vendors};
 
 use crate::outcome::{Dead, Outcome};
 
+/// How long a vendor call may take before an account's rate, rather than
+/// its latency, stops being what limits it (see [`prefetch_for`]).
+const LATENCY_BUDGET_SECS: f64 = 1.0;
+
+/// Deliveries a worker keeps in flight on one provider queue: at least
+/// `amqp.prefetch`, and enough for every account of the provider to reach
+/// its `rate_per_second` while vendor calls take up to a second. In-flight
+/// jobs are unacked deliveries (a job is acked only once its outcome is
+/// durable), so this is the worker's concurrency for the provider: with a
+/// fixed prefetch of 32 and a 200 ms vendor, an account could never pass
+/// 160 messages a second whatever its rate.
+pub fn prefetch_for(config: &Config, provider: &str) -> u16 {
+    let for_rates: f64 = config
+        .providers
+        .get(provider)
+        .into_iter()
+        .flat_map(|accounts| accounts.values())
+        .filter_map(|account| account.rate_per_second)
+        .map(|per_second| per_second * LATENCY_BUDGET_SECS)
+        .sum();
+    let for_rates = for_rates.ceil().min(f64::from(u16::MAX)) as u16;
+    config.amqp.prefetch.max(for_rates)
+}
+
 pub struct Accounts {
     by_provider: HashMap<String, HashMap<String, Account>>,
 }
@@ -97,5 +121,32 @@ impl Accounts {
             );
             Dead::new(DeadReason::UnknownAccount, detail).into()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_covers_every_accounts_rate_for_a_second_of_latency() {
+        let config = |accounts: &str| {
+            let toml = format!("[amqp]\nprefetch = 32\n{accounts}");
+            Config::from_toml_with_env(&toml, &[]).unwrap()
+        };
+        let account = |name: &str, rate: &str| {
+            format!("[providers.kaleyra.{name}]\nbase_url = \"http://x\"\n{rate}\n")
+        };
+        let unlimited = config(&account("default", ""));
+        assert_eq!(prefetch_for(&unlimited, "kaleyra"), 32);
+        let slow = config(&account("default", "rate_per_second = 20"));
+        assert_eq!(prefetch_for(&slow, "kaleyra"), 32);
+        let fast = config(&format!(
+            "{}{}",
+            account("default", "rate_per_second = 1000"),
+            account("second", "rate_per_second = 80.5")
+        ));
+        assert_eq!(prefetch_for(&fast, "kaleyra"), 1081);
+        assert_eq!(prefetch_for(&fast, "pingup"), 32, "no such provider");
     }
 }

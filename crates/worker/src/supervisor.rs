@@ -24,6 +24,7 @@ use herald_core::Config;
 use herald_core::protocol::send_queue;
 use herald_store::Store;
 
+use crate::accounts::prefetch_for;
 use crate::health::Readiness;
 use crate::outcome::{Outcome, Processed};
 use crate::pipeline::{Lease, Pipeline};
@@ -118,8 +119,9 @@ async fn session(
     for provider in &topology.providers {
         let queue = send_queue(provider);
         let channel = connection.create_channel().await?;
+        let prefetch = prefetch_for(config, provider);
         channel
-            .basic_qos(config.amqp.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         let consumer = channel
             .basic_consume(
@@ -145,10 +147,11 @@ async fn session(
                 session_over: session_over.clone(),
             }),
         };
+        info!(%queue, prefetch, "consuming");
         consumers.spawn(consume(queue, channel, consumer, work, shutdown.clone()));
     }
     readiness.set_broker(true);
-    info!(url = %redact_url(&config.amqp.url), providers = ?topology.providers, prefetch = config.amqp.prefetch, "consuming");
+    info!(url = %redact_url(&config.amqp.url), providers = ?topology.providers, "connected");
 
     let ended = tokio::select! {
         ended = consumers.join_next() => ended,
