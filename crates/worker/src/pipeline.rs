@@ -426,21 +426,19 @@ fn blip_delays(config: &Config, calls: Calls) -> impl Iterator<Item = Duration> 
     let left = retry
         .immediate
         .min(retry.max_attempts.saturating_sub(calls.spent() + 1));
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(left as usize)
-        .with_jitter()
-        .build()
+    short_backoff().with_max_times(left as usize).build()
 }
 
 fn redis_backoff() -> impl Iterator<Item = Duration> {
+    short_backoff().without_max_times().build()
+}
+
+/// Exponential from 100 ms to 2 s with jitter: for waits a delivery is held through.
+fn short_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(2))
         .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 fn render(vendor: &VendorAccount, job: &Job, message: &Message) -> Result<VendorRequest, Outcome> {
