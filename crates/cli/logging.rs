@@ -1,6 +1,9 @@
 //! Logs via `tracing`: human by default, JSON with `HERALD_LOG_FORMAT=json`,
 //! level from `RUST_LOG` (default `info`). Logs go to stderr so commands
-//! with `--json` keep stdout clean for scripts.
+//! with `--json` keep stdout clean for scripts, and are coloured only when
+//! stderr is a terminal (no escape codes in files and log collectors).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -8,6 +11,7 @@ pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("HERALD_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
         builder.json().init();

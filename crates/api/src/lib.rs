@@ -34,7 +34,7 @@ use herald_client::{Topology, redact_url};
 use herald_core::{Config, Secret};
 use herald_store::Store;
 
-use auth::WebhookSecrets;
+pub use auth::WebhookSecrets;
 pub use auth::secrets as check_secrets;
 use broker::Broker;
 use error::ApiError;

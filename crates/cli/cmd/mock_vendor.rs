@@ -13,7 +13,11 @@ use tracing::info;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "See --help for the paths served, the control endpoint and an example configuration.",
+    after_help = "Examples:
+  herald mock-vendor --listen 127.0.0.1:9900 --latency 20ms --error-rate 0.05
+  curl localhost:9900/_mock/stats
+
+See --help for the paths served, the control endpoint and an example configuration.",
     after_long_help = long_help()
 )]
 pub struct Args {

@@ -158,6 +158,28 @@ impl Topology {
         args
     }
 
+    /// Deletes every queue and exchange [`Topology::declare`] makes, with
+    /// whatever they hold: for tearing down a local or test set-up only.
+    /// What does not exist is skipped.
+    pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for queue in self.queues() {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await?;
+        }
+        for exchange in [
+            SEND_EXCHANGE,
+            DELAY_EXCHANGE,
+            DEAD_EXCHANGE,
+            EVENTS_EXCHANGE,
+        ] {
+            channel
+                .exchange_delete(exchange.into(), Default::default())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Depth and consumers of every queue, read with passive declarations;
     /// a missing queue is reported as such and the others still are.
     pub async fn status(&self, connection: &Connection) -> Result<Vec<QueueStatus>, lapin::Error> {

@@ -383,6 +383,16 @@ fn check_name(field: &str, value: &str, max: usize, errors: &mut JobErrors) {
     }
 }
 
+/// A contact's number as given where a `+` is awkward (a URL path, a shell
+/// flag): with its `+`, or the digits alone, which then get one.
+pub fn with_plus(number: &str) -> String {
+    if number.starts_with('+') {
+        number.to_owned()
+    } else {
+        format!("+{number}")
+    }
+}
+
 /// Checks `+` followed by 8–15 digits.
 pub fn is_e164(value: &str) -> bool {
     value

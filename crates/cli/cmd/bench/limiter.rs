@@ -30,6 +30,9 @@ const UNLIMITED_ISH: f64 = 1e6;
 const PROVIDER: &str = "bench";
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  herald bench limiter
+  herald bench limiter --rates 100 --processes 1,2 --seconds 1")]
 pub struct LimiterArgs {
     /// Configured rates to measure, permits per second.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]

@@ -20,7 +20,7 @@ use url::Url;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  herald bench pipeline --jobs 5000 --prefetch 32,128 --latency 0ms,20ms"
+    after_help = "Examples:\n  herald bench pipeline --jobs 5000 --prefetch 32,128 --latency 0ms,20ms\n  herald bench pipeline --jobs 500 --prefetch 32 --latency 0ms"
 )]
 pub struct PipelineArgs {
     /// Jobs per run.
