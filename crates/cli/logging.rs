@@ -7,8 +7,16 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// Without `RUST_LOG`: Herald's own logs at `info`, none of lapin's. lapin
+/// logs at ERROR every channel the broker closes, the answers Herald expects
+/// included (a passive declaration of a missing queue, a goodbye at
+/// shutdown); every broker error that matters reaches Herald as a result and
+/// is reported by it. `RUST_LOG=info,lapin=debug` shows them again.
+const DEFAULT_FILTER: &str = "info,lapin=off";
+
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
