@@ -15,10 +15,12 @@
 //!   vendor's answer (`x-herald-vendor-response`) as the JSON it was when it
 //!   was JSON. Import maps them back: integers to 64-bit, text to long
 //!   strings, `x-death` times to timestamps, a JSON vendor answer to its text.
-//! - Exports written before this format kept each header's AMQP type as the
-//!   key of a one-entry object under `properties.headers`
-//!   (`{"i32":2}`, `{"long_string":"expired"}`); import still reads them,
-//!   exactly typed.
+//! - A header plain JSON cannot carry exactly (a byte array, text that is
+//!   not UTF-8, a float JSON has no number for, a decimal, a timestamp
+//!   outside `x-death`; Herald writes none of these) keeps its AMQP type as
+//!   the key of a one-entry object under `properties.headers`
+//!   (`{"bytes":"AAH/"}`), the form every header had in exports written
+//!   before the plain one; import reads both.
 //! - The quorum queue's `x-delivery-count` is never exported (see
 //!   [`crate::letter::DELIVERY_COUNT`]).
 
@@ -60,7 +62,8 @@ pub struct Properties {
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_encoding: Option<String>,
-    /// Typed headers, as exports before the plain form wrote them: read only.
+    /// Typed headers: those plain JSON cannot carry, and every header of
+    /// exports written before the plain form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,10 +144,14 @@ impl ExportLine {
             Ok(text) => (Some(text.to_owned()), None),
             Err(_) => (None, Some(BASE64.encode(&envelope.body))),
         };
+        let (plain, typed) = envelope.headers().map(split_headers).unzip();
         ExportLine {
             routing_key: envelope.routing_key.clone(),
-            properties: properties_of(&envelope.properties),
-            headers: envelope.headers().map(plain_headers_of),
+            properties: Properties {
+                headers: typed.filter(|t| !t.is_empty()),
+                ..properties_of(&envelope.properties)
+            },
+            headers: plain.filter(|p| !p.is_empty()),
             body,
             body_base64,
         }
@@ -161,17 +168,13 @@ impl ExportLine {
                 ));
             }
         };
-        let plain = match (self.headers, &self.properties.headers) {
-            (Some(_), Some(_)) => {
-                return Err(LineError::new(
-                    "headers",
-                    "give headers or properties.headers (the earlier form), not both",
-                ));
-            }
-            (plain, _) => plain.map(field_table_of_plain).transpose()?,
-        };
+        let plain = self.headers.map(field_table_of_plain).transpose()?;
         let mut properties = basic_properties(self.properties)?;
-        if let Some(headers) = plain {
+        if let Some(plain) = plain {
+            let mut headers = properties.headers().clone().unwrap_or_default();
+            for (name, value) in plain.inner() {
+                headers.insert(name.clone(), value.clone());
+            }
             properties = properties.with_headers(headers);
         }
         Ok(Envelope {
@@ -264,11 +267,41 @@ fn basic_properties(p: Properties) -> Result<BasicProperties, LineError> {
     Ok(properties)
 }
 
-/// The headers as plain JSON, without the broker's delivery count, the
-/// vendor's answer as JSON when it is JSON.
+/// The headers plain JSON carries exactly, as plain JSON (without the
+/// broker's delivery count; the vendor's answer as JSON when it is JSON),
+/// and the others typed: byte arrays, text that is not UTF-8, floats JSON
+/// has no number for, decimals, timestamps outside `x-death`.
+fn split_headers(
+    headers: &FieldTable,
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    BTreeMap<String, Value>,
+) {
+    let (exact, typed): (BTreeMap<_, _>, BTreeMap<_, _>) = headers
+        .inner()
+        .iter()
+        .filter(|(name, _)| name.as_str() != crate::letter::DELIVERY_COUNT)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .partition(|(name, value)| is_plain(value, name.as_str() == header::X_DEATH));
+    (plain_headers_of(&exact.into()), typed_table(&typed.into()))
+}
+
+/// Whether plain JSON carries `value` exactly, but for integer width.
+fn is_plain(value: &AMQPValue, in_x_death: bool) -> bool {
+    match value {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).is_ok(),
+        AMQPValue::Double(v) => v.is_finite(),
+        AMQPValue::Float(v) => v.is_finite(),
+        AMQPValue::Timestamp(_) => in_x_death,
+        AMQPValue::DecimalValue(_) | AMQPValue::ByteArray(_) => false,
+        AMQPValue::FieldArray(items) => items.as_slice().iter().all(|v| is_plain(v, in_x_death)),
+        AMQPValue::FieldTable(t) => t.inner().values().all(|v| is_plain(v, in_x_death)),
+        _ => true,
+    }
+}
+
 fn plain_headers_of(headers: &FieldTable) -> serde_json::Map<String, serde_json::Value> {
     let mut plain = crate::letter::plain_headers(Some(headers));
-    plain.remove(crate::letter::DELIVERY_COUNT);
     if let Some(serde_json::Value::String(text)) = plain.get(header::VENDOR_RESPONSE)
         && let Ok(answer @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) =
             serde_json::from_str(text)
@@ -276,6 +309,43 @@ fn plain_headers_of(headers: &FieldTable) -> serde_json::Map<String, serde_json:
         plain.insert(header::VENDOR_RESPONSE.to_owned(), answer);
     }
     plain
+}
+
+fn typed_table(table: &FieldTable) -> BTreeMap<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(name, value)| (name.to_string(), typed(value)))
+        .collect()
+}
+
+fn typed(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(v) => Value::Bool(*v),
+        AMQPValue::ShortShortInt(v) => Value::I8(*v),
+        AMQPValue::ShortShortUInt(v) => Value::U8(*v),
+        AMQPValue::ShortInt(v) => Value::I16(*v),
+        AMQPValue::ShortUInt(v) => Value::U16(*v),
+        AMQPValue::LongInt(v) => Value::I32(*v),
+        AMQPValue::LongUInt(v) => Value::U32(*v),
+        AMQPValue::LongLongInt(v) => Value::I64(*v),
+        AMQPValue::Float(v) => Value::F32(v.to_string()),
+        AMQPValue::Double(v) => Value::F64(v.to_string()),
+        AMQPValue::DecimalValue(d) => Value::Decimal {
+            scale: d.scale,
+            value: d.value,
+        },
+        AMQPValue::ShortString(s) => Value::ShortString(s.to_string()),
+        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => Value::LongString(text.to_owned()),
+            Err(_) => Value::LongStringBase64(BASE64.encode(s.as_bytes())),
+        },
+        AMQPValue::FieldArray(items) => Value::Array(items.as_slice().iter().map(typed).collect()),
+        AMQPValue::Timestamp(t) => Value::Timestamp(*t),
+        AMQPValue::FieldTable(t) => Value::Table(typed_table(t)),
+        AMQPValue::ByteArray(b) => Value::Bytes(BASE64.encode(b.as_slice())),
+        AMQPValue::Void => Value::Void,
+    }
 }
 
 fn field_table_of_plain(
@@ -489,45 +559,6 @@ mod tests {
         line.headers = None;
         line.properties.headers = envelope.headers().map(typed_table);
         line.to_line()
-    }
-
-    fn typed_table(table: &FieldTable) -> BTreeMap<String, Value> {
-        table
-            .inner()
-            .iter()
-            .map(|(name, value)| (name.to_string(), typed(value)))
-            .collect()
-    }
-
-    fn typed(value: &AMQPValue) -> Value {
-        match value {
-            AMQPValue::Boolean(v) => Value::Bool(*v),
-            AMQPValue::ShortShortInt(v) => Value::I8(*v),
-            AMQPValue::ShortShortUInt(v) => Value::U8(*v),
-            AMQPValue::ShortInt(v) => Value::I16(*v),
-            AMQPValue::ShortUInt(v) => Value::U16(*v),
-            AMQPValue::LongInt(v) => Value::I32(*v),
-            AMQPValue::LongUInt(v) => Value::U32(*v),
-            AMQPValue::LongLongInt(v) => Value::I64(*v),
-            AMQPValue::Float(v) => Value::F32(v.to_string()),
-            AMQPValue::Double(v) => Value::F64(v.to_string()),
-            AMQPValue::DecimalValue(d) => Value::Decimal {
-                scale: d.scale,
-                value: d.value,
-            },
-            AMQPValue::ShortString(s) => Value::ShortString(s.to_string()),
-            AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
-                Ok(text) => Value::LongString(text.to_owned()),
-                Err(_) => Value::LongStringBase64(BASE64.encode(s.as_bytes())),
-            },
-            AMQPValue::FieldArray(items) => {
-                Value::Array(items.as_slice().iter().map(typed).collect())
-            }
-            AMQPValue::Timestamp(t) => Value::Timestamp(*t),
-            AMQPValue::FieldTable(t) => Value::Table(typed_table(t)),
-            AMQPValue::ByteArray(b) => Value::Bytes(BASE64.encode(b.as_slice())),
-            AMQPValue::Void => Value::Void,
-        }
     }
 
     #[test]
