@@ -32,7 +32,7 @@ Every queue is listed; one that does not exist is marked `missing` (run
 
 const DELETE_HELP: &str = "\
 Example:
-  herald --config deploy/local.toml topology delete --yes
+  herald topology delete --yes
 
 Deletes every queue and exchange `declare` makes, with the jobs and dead
 letters in them: for tearing down a local or test set-up (`deploy/local.sh

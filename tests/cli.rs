@@ -1,0 +1,163 @@
+//! What a new user meets first: exit statuses, `herald config check`,
+//! uncoloured logs in pipes, and tearing a set-up down.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use herald_testkit::TestEnv;
+
+use crate::support::{Running, TestConfig, stdout_of};
+
+const CONFIG: &str = "\
+[providers.kaleyra.default]
+base_url = \"http://127.0.0.1:1\"
+[providers.pingup.default]
+base_url = \"http://127.0.0.1:1\"
+";
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn exit_statuses_tell_ok_rejected_not_found_and_unavailable_apart() {
+    let env = TestEnv::new().await;
+    let config = TestConfig::new(&env, CONFIG);
+    stdout_of(&config.run(&["topology", "declare"]));
+    let job = |extra: &[&str]| {
+        let mut args = vec!["enqueue", "--id", "e-1", "--to", "+254712345678"];
+        args.extend_from_slice(extra);
+        config.run(&args)
+    };
+
+    let ok = job(&["--provider", "kaleyra", "--text", "hi"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr_of(&ok));
+
+    let template = job(&["--provider", "pingup", "--template", "order_update"]);
+    assert_eq!(template.status.code(), Some(2), "input rejected");
+    assert!(
+        stderr_of(&template).contains("line 1: message.type: pingup cannot send template"),
+        "{}",
+        stderr_of(&template)
+    );
+    let expired = job(&[
+        "--provider",
+        "kaleyra",
+        "--text",
+        "hi",
+        "--expires-at",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert_eq!(expired.status.code(), Some(2), "input rejected");
+    assert!(
+        stderr_of(&expired).contains("line 1: expires_at:"),
+        "{}",
+        stderr_of(&expired)
+    );
+
+    let unknown = config.run(&["dlq", "show", "no-such-job"]);
+    assert_eq!(unknown.status.code(), Some(3), "not found");
+
+    let mut down = config.command(&["enqueue", "--id", "e-2", "--provider", "kaleyra"]);
+    down.args(["--to", "+254712345678", "--text", "hi"])
+        .env("HERALD_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
+    let down = down.output().unwrap();
+    assert_eq!(down.status.code(), Some(4), "infrastructure unavailable");
+    let text = stderr_of(&down);
+    assert!(text.contains("cannot connect to the broker"), "{text}");
+    assert_eq!(
+        text.matches("Connection refused").count(),
+        1,
+        "said once: {text}"
+    );
+}
+
+#[tokio::test]
+async fn config_check_names_every_problem_at_once_and_starts_nothing() {
+    let env = TestEnv::new().await;
+    let broken = TestConfig::new(
+        &env,
+        "[amqp]\nprefetch = 0\n\
+         [providers.kaleyra.default]\nbase_url = \"http://127.0.0.1:1\"\nsid = \"HX1\"\n\
+         from = \"+12025550123\"\napi_key_env = \"HERALD_TEST_UNSET_KALEYRA_KEY\"\n\
+         [providers.pingup.default]\nbase_url = \"http://127.0.0.1:1\"\nbusiness = \"acme\"\n\
+         api_key_env = \"HERALD_TEST_UNSET_PINGUP_KEY\"\n",
+    );
+    let mut check = broken.command(&["config", "check"]);
+    check.env("HERALD_AMQP_PREFTCH", "64");
+    let output = check.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr_of(&output);
+    assert!(text.contains("configuration problems"), "{text}");
+    for named in [
+        "amqp.prefetch",
+        "HERALD_AMQP_PREFTCH",
+        "HERALD_AMQP_PREFETCH",
+    ] {
+        assert!(text.contains(named), "{named} in {text}");
+    }
+
+    // The file is right; the environment lacks both vendors' secrets.
+    let secrets = TestConfig::new(
+        &env,
+        "[providers.kaleyra.default]\nbase_url = \"http://127.0.0.1:1\"\nsid = \"HX1\"\n\
+         from = \"+12025550123\"\napi_key_env = \"HERALD_TEST_UNSET_KALEYRA_KEY\"\n\
+         [providers.pingup.default]\nbase_url = \"http://127.0.0.1:1\"\nbusiness = \"acme\"\n\
+         api_key_env = \"HERALD_TEST_UNSET_PINGUP_KEY\"\n",
+    );
+    let output = secrets.run(&["config", "check", "--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let keys: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "providers.kaleyra.default.api_key_env",
+            "providers.pingup.default.api_key_env"
+        ]
+    );
+
+    let fine = TestConfig::new(&env, "");
+    assert!(stdout_of(&fine.run(&["config", "check"])).contains("configuration OK"));
+}
+
+#[tokio::test]
+async fn logs_to_a_pipe_carry_no_colour_codes() {
+    let env = TestEnv::new().await;
+    let config = TestConfig::new(&env, "");
+    let mut mock = config.command(&["mock-vendor", "--listen", "127.0.0.1:0"]);
+    mock.stderr(Stdio::piped()).stdout(Stdio::null());
+    let mut mock = Running::spawn(&mut mock);
+    let mut line = String::new();
+    BufReader::new(mock.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("INFO"), "a log line: {line:?}");
+    assert!(!line.contains('\u{1b}'), "no ANSI escape codes: {line:?}");
+}
+
+#[tokio::test]
+async fn topology_delete_removes_every_queue_declare_made() {
+    let env = TestEnv::new().await;
+    let config = TestConfig::new(&env, CONFIG);
+    stdout_of(&config.run(&["topology", "declare"]));
+    let refused = config.run(&["topology", "delete"]);
+    assert_eq!(refused.status.code(), Some(2), "--yes is required");
+    stdout_of(&config.run(&["topology", "delete", "--yes"]));
+    let status = config.run(&["topology", "status", "--json"]);
+    assert_eq!(status.status.code(), Some(3));
+    let queues: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["exists"] == false),
+        "{queues}"
+    );
+}
