@@ -161,3 +161,74 @@ async fn topology_delete_removes_every_queue_declare_made() {
         "{queues}"
     );
 }
+
+#[tokio::test]
+async fn local_sh_down_removes_its_topology_and_its_redis_keys() {
+    let env = TestEnv::new().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local.sh");
+    let local_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local.toml");
+    // The script's own configuration, in this test's vhost and key prefix.
+    let in_test_env = |command: &mut std::process::Command| {
+        command
+            .env_remove("HERALD_CONFIG")
+            .env("HERALD_AMQP_URL", &env.amqp_url)
+            .env("HERALD_REDIS_URL", &env.redis_url)
+            .env("HERALD_REDIS_PREFIX", &env.prefix);
+    };
+    let local = |args: &[&str]| {
+        let mut command = std::process::Command::new(crate::support::herald_bin());
+        command.args(["--config", local_toml]).args(args);
+        in_test_env(&mut command);
+        command
+    };
+    stdout_of(&local(&["topology", "declare"]).output().unwrap());
+    let mut redis = env.redis().await;
+    let key = format!("{}inbound:kaleyra:default:254712345678", env.prefix);
+    let _: () = redis::AsyncCommands::set(&mut redis, &key, 1)
+        .await
+        .unwrap();
+
+    let mut down = std::process::Command::new(script);
+    down.arg("--down")
+        .env("LOCAL_HERALD_BIN", crate::support::herald_bin());
+    in_test_env(&mut down);
+    stdout_of(&down.output().unwrap());
+
+    let exists: bool = redis::AsyncCommands::exists(&mut redis, &key)
+        .await
+        .unwrap();
+    assert!(!exists, "{key} removed");
+    let status = local(&["topology", "status", "--json"]).output().unwrap();
+    let queues: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["exists"] == false),
+        "{queues}"
+    );
+}
+
+#[test]
+fn the_readme_links_only_inside_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(!readme.contains("../"), "a path out of the repository");
+    for target in readme
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+    {
+        assert!(
+            !target.contains("://"),
+            "a link outside the repository: {target}"
+        );
+        let path = target.split('#').next().unwrap();
+        assert!(root.join(path).exists(), "{target} does not exist");
+    }
+    assert!(
+        readme.contains("](docs/contract.md)"),
+        "the contract is linked"
+    );
+}
