@@ -15,6 +15,19 @@ base_url = \"http://127.0.0.1:1\"
 base_url = \"http://127.0.0.1:1\"
 ";
 
+/// `topology status --json` after a tear-down: exit 3, every queue missing.
+#[track_caller]
+fn assert_every_queue_missing(status: &std::process::Output) {
+    assert_eq!(status.status.code(), Some(3));
+    let queues: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let all_missing = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|q| q["exists"] == false);
+    assert!(all_missing, "{queues}");
+}
+
 fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -149,17 +162,7 @@ async fn topology_delete_removes_every_queue_declare_made() {
     let refused = config.run(&["topology", "delete"]);
     assert_eq!(refused.status.code(), Some(2), "--yes is required");
     stdout_of(&config.run(&["topology", "delete", "--yes"]));
-    let status = config.run(&["topology", "status", "--json"]);
-    assert_eq!(status.status.code(), Some(3));
-    let queues: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert!(
-        queues
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|q| q["exists"] == false),
-        "{queues}"
-    );
+    assert_every_queue_missing(&config.run(&["topology", "status", "--json"]));
 }
 
 #[tokio::test]
@@ -198,16 +201,7 @@ async fn local_sh_down_removes_its_topology_and_its_redis_keys() {
         .await
         .unwrap();
     assert!(!exists, "{key} removed");
-    let status = local(&["topology", "status", "--json"]).output().unwrap();
-    let queues: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert!(
-        queues
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|q| q["exists"] == false),
-        "{queues}"
-    );
+    assert_every_queue_missing(&local(&["topology", "status", "--json"]).output().unwrap());
 }
 
 #[test]
