@@ -332,8 +332,7 @@ async fn every_help_example_runs_as_written() {
                 .split_whitespace()
                 .skip_while(|w| *w != "herald")
                 .skip(1)
-                .filter(|w| !w.starts_with('-') && !w.ends_with(".toml"))
-                .next()
+                .find(|w| !w.starts_with('-') && !w.ends_with(".toml"))
                 .unwrap_or_default()
                 .to_owned();
             if is_server && SERVERS.contains(&subcommand.as_str()) {

@@ -220,5 +220,14 @@ mod tests {
             "seen through context"
         );
         assert_eq!(cmd::Exit::of(&anyhow::anyhow!("boom")), cmd::Exit::Failed);
+        let vendor_accounts = anyhow::Error::new(herald_core::ConfigErrors::from(
+            herald_core::ConfigError::new("providers.kaleyra.default.sid", "is required"),
+        ))
+        .context("invalid configuration");
+        assert_eq!(
+            cmd::Exit::of(&vendor_accounts),
+            cmd::Exit::Rejected,
+            "from the worker's start"
+        );
     }
 }

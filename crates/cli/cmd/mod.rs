@@ -38,11 +38,20 @@ impl Exit {
     }
 
     /// The status an error ends a command with: the outermost one marked by
-    /// [`OrExit::or_exit`], else [`Exit::Failed`].
+    /// [`OrExit::or_exit`]; else [`Exit::Rejected`] for a configuration
+    /// problem found deeper down (a vendor account's, the API's secrets);
+    /// else [`Exit::Failed`].
     pub fn of(error: &anyhow::Error) -> Exit {
-        error
-            .downcast_ref::<Marked>()
-            .map_or(Exit::Failed, |marked| marked.exit)
+        if let Some(marked) = error.downcast_ref::<Marked>() {
+            return marked.exit;
+        }
+        if error
+            .chain()
+            .any(|cause| cause.is::<herald_core::ConfigErrors>())
+        {
+            return Exit::Rejected;
+        }
+        Exit::Failed
     }
 }
 
