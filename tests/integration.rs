@@ -2,8 +2,10 @@
 //! the real RabbitMQ and Redis (vendors faked at the HTTP boundary only).
 //! One test binary, so the workspace links it once; each module is one area.
 
+mod cli;
 mod dlq;
 mod enqueue;
+mod help_examples;
 mod mock_vendor;
 mod rate_limit;
 mod support;

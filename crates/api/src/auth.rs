@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use herald_core::config::{ApiConfig, read_secret};
-use herald_core::{Config, ConfigError, Secret};
+use herald_core::{Config, ConfigError, ConfigErrors, Secret};
 
 use crate::Api;
 use crate::error::ApiError;
@@ -43,9 +43,25 @@ pub enum WebhookRefusal {
     WrongSecret,
 }
 
+/// The API's bearer token and every account's webhook secret, with every
+/// problem named at once.
+pub fn secrets(config: &Config) -> Result<(Secret, WebhookSecrets), ConfigErrors> {
+    let token = api_token(&config.api);
+    let webhooks = WebhookSecrets::from_config(config);
+    match (token, webhooks) {
+        (Ok(token), Ok(webhooks)) => Ok((token, webhooks)),
+        (token, webhooks) => {
+            let mut problems: Vec<ConfigError> = token.err().into_iter().collect();
+            problems.extend(webhooks.err().into_iter().flat_map(|e| e.problems));
+            Err(ConfigErrors { problems })
+        }
+    }
+}
+
 impl WebhookSecrets {
-    pub fn from_config(config: &Config) -> Result<WebhookSecrets, ConfigError> {
+    pub fn from_config(config: &Config) -> Result<WebhookSecrets, ConfigErrors> {
         let mut secrets = BTreeMap::new();
+        let mut problems = Vec::new();
         for (provider, accounts) in &config.providers {
             for (account, settings) in accounts {
                 let settings = &settings.settings;
@@ -54,15 +70,19 @@ impl WebhookSecrets {
                 {
                     continue;
                 }
-                let secret = read_secret(
+                match read_secret(
                     settings,
                     "webhook_secret",
                     &format!("providers.{provider}.{account}"),
-                )?;
-                secrets.insert((provider.clone(), account.clone()), secret);
+                ) {
+                    Ok(secret) => {
+                        secrets.insert((provider.clone(), account.clone()), secret);
+                    }
+                    Err(problem) => problems.push(problem),
+                }
             }
         }
-        Ok(WebhookSecrets(secrets))
+        ConfigErrors::check(problems, WebhookSecrets(secrets))
     }
 
     /// Lets a webhook in when it carries the account's secret.
@@ -247,6 +267,20 @@ mod tests {
     fn a_named_but_unreadable_webhook_secret_stops_the_start() {
         let config = config("webhook_secret_env = \"HERALD_API_TEST_HOOK_SECRET_NOT_SET\"");
         let error = WebhookSecrets::from_config(&config).unwrap_err();
-        assert_eq!(error.key, "providers.kaleyra.default.webhook_secret_env");
+        assert_eq!(
+            error.problems[0].key,
+            "providers.kaleyra.default.webhook_secret_env"
+        );
+    }
+
+    #[test]
+    fn a_missing_token_and_webhook_secret_are_named_together() {
+        let config = config("webhook_secret_env = \"HERALD_API_TEST_HOOK_SECRET_NOT_SET\"");
+        let errors = secrets(&config).unwrap_err();
+        assert!(errors.names("api.token_env"), "{errors}");
+        assert!(
+            errors.names("providers.kaleyra.default.webhook_secret_env"),
+            "{errors}"
+        );
     }
 }

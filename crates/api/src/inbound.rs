@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use herald_core::Config;
-use herald_core::job::{DEFAULT_ACCOUNT, is_e164};
+use herald_core::job::{DEFAULT_ACCOUNT, is_e164, with_plus};
 use herald_core::protocol::rfc3339;
 use herald_store::{Contact, StoreError, WindowState, inbound_time};
 
@@ -48,11 +48,7 @@ pub async fn window(
     Path((provider, account, number)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     // A `+` is awkward in a URL path, so the digits alone are accepted too.
-    let number = if number.starts_with('+') {
-        number
-    } else {
-        format!("+{number}")
-    };
+    let number = with_plus(&number);
     let contact = configured_contact(api.config(), &provider, &account, &number)
         .map_err(|problems| ApiError::invalid("cannot tell whose window that is", problems))?;
     let last = api

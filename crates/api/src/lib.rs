@@ -34,7 +34,8 @@ use herald_client::{Topology, redact_url};
 use herald_core::{Config, Secret};
 use herald_store::Store;
 
-use auth::{WebhookSecrets, api_token};
+pub use auth::WebhookSecrets;
+pub use auth::secrets as check_secrets;
 use broker::Broker;
 use error::ApiError;
 
@@ -58,8 +59,7 @@ impl Api {
     /// Reads the secrets (a missing one stops the start, naming its key),
     /// connects to the broker (declaring the topology) and to Redis.
     pub async fn start(config: Config) -> anyhow::Result<Api> {
-        let token = api_token(&config.api)?;
-        let webhook_secrets = WebhookSecrets::from_config(&config)?;
+        let (token, webhook_secrets) = check_secrets(&config)?;
         // Installed before anything counts, so no count is lost.
         metrics::handle();
         let broker = Broker::connect(&config.amqp.url, Topology::from_config(&config))

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
+use chrono::Utc;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -46,13 +47,17 @@ pub fn read_jobs(body: &[u8], config: &Config) -> Result<Vec<Job>, ApiError> {
     let mut jobs = Vec::with_capacity(count);
     let mut problems = Vec::new();
     let mut invalid = 0;
+    let now = Utc::now();
     for (index, value) in values.into_iter().enumerate() {
         let mut routing = routing_problems(&value, config);
         let found = match Job::from_value(value) {
-            Ok(job) if routing.is_empty() => {
-                jobs.push(job);
-                continue;
-            }
+            Ok(job) if routing.is_empty() => match job.check_sendable(now) {
+                Ok(()) => {
+                    jobs.push(job);
+                    continue;
+                }
+                Err(errors) => errors.problems,
+            },
             Ok(_) => routing,
             Err(errors) => {
                 // One problem per field: a malformed provider is not also "not configured".

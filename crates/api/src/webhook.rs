@@ -142,14 +142,23 @@ fn presented_secret(headers: &HeaderMap, query: Option<&str>) -> Option<String> 
         .map(|(_, value)| value.into_owned())
 }
 
-/// The callback as JSON; a form-encoded callback becomes an object of strings.
+/// The callback as JSON. A body that is JSON is read as JSON whatever its
+/// content type says (`curl -d` labels everything form-encoded); a
+/// form-encoded one becomes an object of strings; anything else is refused
+/// naming the content type it came with.
 fn payload(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let is_form = headers
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        return Ok(value);
+    }
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
-        return error::json_body(body);
+        .unwrap_or("none");
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return error::json_body(body).map_err(|e| ApiError {
+            error: format!("{} (content type: {content_type})", e.error),
+            ..e
+        });
     }
     let fields: Map<String, Value> = url::form_urlencoded::parse(body)
         .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
@@ -196,9 +205,23 @@ mod tests {
             payload,
             json!({"from": "919900000008", "created_at": "1613630227"})
         );
+        let error = super::payload(&HeaderMap::new(), b"from=1").unwrap_err();
         assert!(
-            super::payload(&HeaderMap::new(), b"from=1").is_err(),
-            "JSON unless said otherwise"
+            error.error.contains("content type: none"),
+            "{}",
+            error.error
         );
+    }
+
+    #[test]
+    fn a_json_callback_is_read_as_json_whatever_its_content_type() {
+        // What `curl -d '{…}'` sends.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let payload = payload(&headers, br#"{"hook": "new", "from": "972507654321"}"#).unwrap();
+        assert_eq!(payload, json!({"hook": "new", "from": "972507654321"}));
     }
 }

@@ -216,6 +216,43 @@ async fn a_batch_with_one_bad_job_is_refused_whole_naming_index_and_field() {
 }
 
 #[tokio::test]
+async fn jobs_the_provider_cannot_send_or_already_expired_are_refused_by_field() {
+    let api = start().await;
+    let mut template = job("tpl-1");
+    template["provider"] = json!("payhero");
+    template["message"] = json!({"type": "template", "name": "order_update", "language": "en"});
+    let mut expired = job("late-1");
+    expired["expires_at"] = json!("2020-01-01T00:00:00Z");
+    let (status, body) = api
+        .post("/v1/messages", &json!({"jobs": [template, expired]}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let named: Vec<(i64, &str)> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["job"].as_i64().unwrap(), p["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(named, [(0, "message.type"), (1, "expires_at")], "{body}");
+    assert!(api.drain("herald.send.payhero").await.is_empty());
+    assert!(api.drain("herald.send.kaleyra").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_sent_as_curl_d_sends_it_is_read_as_json() {
+    let api = start().await;
+    let request = api
+        .http
+        .post(api.url("/webhooks/99digital/default"))
+        .header("X-Herald-Webhook-Secret", HOOK_SECRET)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(r#"{"hook": "new", "unique": "92E0", "from": "972507654321", "timestamp": "1600517209"}"#);
+    let (status, body) = answer(request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["recorded"][0]["contact"], "+972507654321", "{body}");
+}
+
+#[tokio::test]
 async fn v1_needs_the_bearer_token_and_health_does_not() {
     let api = start().await;
     for (method, path) in [

@@ -105,15 +105,38 @@ fn each_problem_names_its_key() {
     for (keys, expected) in cases {
         let toml =
             format!("[providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"\n{keys}");
-        let err = vendors(&toml).unwrap_err();
-        assert_eq!(err.key, expected, "{keys}: {err}");
+        let errors = vendors(&toml).unwrap_err();
+        assert_eq!(errors.problems.len(), 1, "{keys}: {errors}");
+        assert_eq!(errors.problems[0].key, expected, "{keys}: {errors}");
     }
 }
 
 #[test]
+fn every_account_missing_its_secret_is_named_at_once() {
+    let toml = "[providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"\n\
+                sid = \"HX1\"\nfrom = \"+12025550123\"\napi_key_env = \"HERALD_TEST_UNSET_KALEYRA\"\n\
+                [providers.pingup.default]\nbase_url = \"https://api.pingup.ai\"\nbusiness = \"acme\"\n\
+                api_key_env = \"HERALD_TEST_UNSET_PINGUP\"\n\
+                [providers.payhero.default]\nbase_url = \"https://backend.payhero.co.ke\"\nsession = \"s\"\n";
+    let errors = vendors(toml).unwrap_err();
+    for key in [
+        "providers.kaleyra.default.api_key_env",
+        "providers.pingup.default.api_key_env",
+        "providers.payhero.default.basic_token_env",
+    ] {
+        assert!(errors.names(key), "{key} in {errors}");
+    }
+    assert!(
+        errors.to_string().contains("HERALD_TEST_UNSET_PINGUP"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn a_provider_without_an_adapter_is_refused() {
-    let err =
+    let errors =
         vendors("[providers.twilio.default]\nbase_url = \"https://api.twilio.com\"").unwrap_err();
+    let err = &errors.problems[0];
     assert_eq!(err.key, "providers.twilio");
     assert!(err.problem.contains("kaleyra"), "{}", err.problem);
 }

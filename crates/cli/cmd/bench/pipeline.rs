@@ -20,7 +20,7 @@ use url::Url;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  herald bench pipeline --jobs 5000 --prefetch 32,128 --latency 0ms,20ms"
+    after_help = "Examples:\n  herald bench pipeline --jobs 500 --prefetch 32 --latency 0ms\n  herald bench pipeline --jobs 1000 --prefetch 32,128 --latency 0ms,20ms\n\nThe figures in the README come from the defaults: herald bench pipeline (release build)"
 )]
 pub struct PipelineArgs {
     /// Jobs per run.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use herald_core::{Config, ConfigError};
+use herald_core::{Config, ConfigErrors};
 use herald_vendors::Vendors;
 
 pub struct Secrets {
@@ -27,7 +27,7 @@ impl Secrets {
 }
 
 /// The configuration's providers, checked by [`Vendors::from_config`].
-pub fn vendors(toml: &str) -> Result<Vendors, ConfigError> {
+pub fn vendors(toml: &str) -> Result<Vendors, ConfigErrors> {
     let config = Config::from_toml_with_env(toml, &[]).expect("valid common configuration");
     Vendors::from_config(&config)
 }
