@@ -116,9 +116,22 @@ pub enum Verdict {
         /// The vendor's own error code, e.g. `E13009`.
         code: Option<String>,
         detail: String,
-        /// The vendor relayed WhatsApp's "re-engagement" error (131047).
-        window_closed: bool,
+        cause: PermanentCause,
     },
+}
+
+/// What a permanent refusal means beyond "do not send this again": the
+/// worker acts on the window and on opt-outs, not only on the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermanentCause {
+    /// The request itself was refused (invalid number, bad credentials,
+    /// validation, template problems).
+    Rejected,
+    /// WhatsApp's "re-engagement" error (131047): the 24-hour window is closed.
+    WindowClosed,
+    /// The recipient opted out of this business's messages (Meta 131050):
+    /// the contact is to be suppressed.
+    OptedOut,
 }
 
 impl Verdict {
@@ -137,11 +150,11 @@ impl Verdict {
             Verdict::Permanent {
                 code,
                 detail,
-                window_closed,
+                cause,
             } => Verdict::Permanent {
                 code,
                 detail: f(detail),
-                window_closed,
+                cause,
             },
         }
     }

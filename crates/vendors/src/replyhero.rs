@@ -157,6 +157,7 @@ fn read(body: &Value) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PermanentCause;
 
     fn adapter() -> ReplyHero {
         ReplyHero {
@@ -348,7 +349,7 @@ mod tests {
                 matches!(
                     verdict,
                     Verdict::Permanent {
-                        window_closed: true,
+                        cause: PermanentCause::WindowClosed,
                         ..
                     }
                 ),

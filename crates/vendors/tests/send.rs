@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Secrets, vendors};
 use herald_core::protocol::MAX_VENDOR_RESPONSE_BYTES;
 use herald_core::{Message, TemplateHeader};
-use herald_vendors::{VendorAnswer, Vendors, Verdict};
+use herald_vendors::{PermanentCause, VendorAnswer, Vendors, Verdict};
 use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, Request, ResponseTemplate};
@@ -345,17 +345,12 @@ async fn an_unreachable_vendor_is_retryable_without_status() {
 async fn validation_errors_are_permanent_with_their_code() {
     let (_server, account) = answering("kaleyra", fixture(400, "kaleyra_e13009.json")).await;
     let answer = account.send("+12025550199", &text("hi"), &[]).await;
-    let Verdict::Permanent {
-        code,
-        window_closed,
-        ..
-    } = &answer.verdict
-    else {
+    let Verdict::Permanent { code, cause, .. } = &answer.verdict else {
         panic!("{answer:?}")
     };
     assert_eq!(
-        (code.as_deref(), *window_closed, answer.status),
-        (Some("E13009"), false, Some(400))
+        (code.as_deref(), *cause, answer.status),
+        (Some("E13009"), PermanentCause::Rejected, Some(400))
     );
     assert!(answer.response.unwrap().contains("to_invalid"));
 }
