@@ -23,6 +23,7 @@ mod classify;
 mod digital99;
 mod http;
 mod kaleyra;
+pub mod meta;
 mod payhero;
 mod pingup;
 mod replyhero;
@@ -212,6 +213,7 @@ const ADAPTERS: &[(&str, Build)] = &[
     (kaleyra::PROVIDER, kaleyra::build),
     (digital99::PROVIDER, digital99::build),
     (replyhero::PROVIDER, replyhero::build),
+    (meta::PROVIDER, meta::build),
 ];
 
 /// Every configured account, sharing one pooled HTTP client.
@@ -487,7 +489,14 @@ mod tests {
 
     #[test]
     fn providers_are_known_by_their_contract_names() {
-        for name in ["payhero", "pingup", "kaleyra", "99digital", "replyhero"] {
+        for name in [
+            "payhero",
+            "pingup",
+            "kaleyra",
+            "99digital",
+            "replyhero",
+            "meta",
+        ] {
             assert!(Vendors::is_known_provider(name), "{name}");
         }
         assert!(!Vendors::is_known_provider("twilio"));

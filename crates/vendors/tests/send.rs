@@ -41,6 +41,7 @@ impl Account {
                 "session_id = \"SESSION_ID\"\nuser_id = \"USER_ID\"\norg_id = \"ORG_ID\"\n\
                  api_key_file = \"{secret}\""
             }
+            "meta" => "phone_number_id = \"106540352242922\"\naccess_token_file = \"{secret}\"",
             other => panic!("no test account for {other}"),
         };
         // Secrets are read while the account is built: the file may go after.
@@ -256,6 +257,94 @@ async fn replyhero_gets_messages_and_templates_on_their_own_paths() {
     };
     let answer = account.send("+60181234567", &template, &customer).await;
     assert!(matches!(answer.verdict, Verdict::Sent { .. }), "{answer:?}");
+}
+
+#[tokio::test]
+async fn meta_gets_the_cloud_api_request_and_answers_a_wamid() {
+    let server = MockServer::start().await;
+    post("/v21.0/106540352242922/messages")
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "+16505551234",
+            "type": "template",
+            "template": {
+                "name": "order_update",
+                "language": {"code": "en"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "1234"}]}]
+            }
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": "+16505551234", "wa_id": "16505551234"}],
+            "messages": [{"id": "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"}]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let template = Message::Template {
+        name: "order_update".into(),
+        language: "en".into(),
+        header: None,
+        body: vec!["1234".into()],
+    };
+    let answer = Account::new("meta", &server.uri())
+        .send("+16505551234", &template, &[])
+        .await;
+    assert_eq!(
+        answer.verdict,
+        sent(Some(
+            "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn meta_throughput_errors_throttle_and_an_expired_token_never_leaks() {
+    let throughput = json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException",
+        "code": 130429, "fbtrace_id": "Az8or2yhqkZfEZ-_4Qn_Bam"}});
+    let (_server, account) = answering(
+        "meta",
+        ResponseTemplate::new(429)
+            .insert_header("Retry-After", "3")
+            .set_body_json(throughput),
+    )
+    .await;
+    let answer = account.send("+16505551234", &text("hi"), &[]).await;
+    assert!(
+        matches!(
+            answer.verdict,
+            Verdict::Retryable { rate_limited: true, retry_after: Some(wait), .. } if wait == Duration::from_secs(3)
+        ),
+        "{answer:?}"
+    );
+
+    // Meta echoes nothing secret, but a proxy in between might: the token
+    // is scrubbed from the detail and the recorded response alike.
+    let expired = json!({"error": {"message": format!("Error validating access token {KEY}: Session has expired"),
+        "type": "OAuthException", "code": 190, "fbtrace_id": "EJplcsCHuLu"}});
+    let (_server, account) =
+        answering("meta", ResponseTemplate::new(401).set_body_json(expired)).await;
+    let answer = account.send("+16505551234", &text("hi"), &[]).await;
+    let Verdict::Permanent {
+        code,
+        detail,
+        cause,
+    } = &answer.verdict
+    else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        (code.as_deref(), *cause),
+        (Some("190"), PermanentCause::Rejected)
+    );
+    assert!(
+        !detail.contains(KEY) && detail.contains("Session has expired"),
+        "{detail}"
+    );
+    assert!(!answer.response.unwrap().contains(KEY));
 }
 
 #[tokio::test]
