@@ -224,6 +224,11 @@ pub struct AccountConfig {
     pub settings: toml::Table,
 }
 
+/// Vendors' own default throughput, per account, for accounts that set none:
+/// Meta's Cloud API takes 80 messages a second per business number unless
+/// Meta has raised it (CONTRACT §14).
+const DEFAULT_RATES: &[(&str, f64)] = &[("meta", 80.0)];
+
 fn default_burst() -> u32 {
     1
 }
@@ -281,16 +286,28 @@ impl Config {
         for (name, raw) in env {
             apply_override(&mut table, name, raw)?;
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::new(
                     if key == "." { "file".into() } else { key },
                     e.inner().to_string(),
                 )
             })?;
+        config.apply_default_rates();
         config.check()?;
         Ok(config)
+    }
+
+    /// Holds an account that names no `rate_per_second` to its vendor's
+    /// published default, where the vendor has one.
+    fn apply_default_rates(&mut self) {
+        for (provider, rate) in DEFAULT_RATES {
+            let accounts = self.providers.get_mut(*provider).into_iter().flatten();
+            for (_, account) in accounts {
+                account.rate_per_second.get_or_insert(*rate);
+            }
+        }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
