@@ -1,7 +1,12 @@
 //! Who may call: a bearer token for `/v1/*`, a per-account secret for
-//! vendor webhooks. Secrets are compared in constant time and never echoed.
+//! vendor webhooks, and for Meta its own scheme (an HMAC-SHA256 signature of
+//! the body with the app secret, and a verify token for the subscription
+//! handshake). Secrets are compared in constant time and never echoed.
 
 use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -30,10 +35,40 @@ pub fn api_token(api: &ApiConfig) -> Result<Secret, ConfigError> {
     read_secret(&names, "token", "api")
 }
 
-/// Each account's webhook secret. An account without one refuses webhooks;
-/// an account that names one that cannot be read stops the start.
+/// The header Meta signs its callbacks in.
+pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// The secret a webhook is checked with: the shared secret most vendors'
+/// callbacks carry, or Meta's app secret and verify token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WebhookKey {
+    Shared,
+    AppSecret,
+    VerifyToken,
+}
+
+impl WebhookKey {
+    const ALL: [WebhookKey; 3] = [
+        WebhookKey::Shared,
+        WebhookKey::AppSecret,
+        WebhookKey::VerifyToken,
+    ];
+
+    /// The secret's name in an account table (`<name>_env` / `<name>_file`).
+    fn name(self) -> &'static str {
+        match self {
+            WebhookKey::Shared => "webhook_secret",
+            WebhookKey::AppSecret => "app_secret",
+            WebhookKey::VerifyToken => "verify_token",
+        }
+    }
+}
+
+/// Each account's webhook secrets. An account without the one a webhook
+/// needs refuses it; an account that names one that cannot be read stops
+/// the start.
 #[derive(Debug, Default)]
-pub struct WebhookSecrets(BTreeMap<(String, String), Secret>);
+pub struct WebhookSecrets(BTreeMap<(String, String, WebhookKey), Secret>);
 
 /// Why a webhook is not let in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +76,8 @@ pub enum WebhookRefusal {
     UnknownAccount,
     NoSecretConfigured { key: String },
     WrongSecret,
+    WrongSignature,
+    WrongVerifyToken,
 }
 
 impl WebhookSecrets {
@@ -49,23 +86,23 @@ impl WebhookSecrets {
         for (provider, accounts) in &config.providers {
             for (account, settings) in accounts {
                 let settings = &settings.settings;
-                if !settings.contains_key("webhook_secret_env")
-                    && !settings.contains_key("webhook_secret_file")
-                {
-                    continue;
+                for key in WebhookKey::ALL {
+                    let name = key.name();
+                    if !settings.contains_key(&format!("{name}_env"))
+                        && !settings.contains_key(&format!("{name}_file"))
+                    {
+                        continue;
+                    }
+                    let secret =
+                        read_secret(settings, name, &format!("providers.{provider}.{account}"))?;
+                    secrets.insert((provider.clone(), account.clone(), key), secret);
                 }
-                let secret = read_secret(
-                    settings,
-                    "webhook_secret",
-                    &format!("providers.{provider}.{account}"),
-                )?;
-                secrets.insert((provider.clone(), account.clone()), secret);
             }
         }
         Ok(WebhookSecrets(secrets))
     }
 
-    /// Lets a webhook in when it carries the account's secret.
+    /// Lets a webhook in when it carries the account's shared secret.
     pub fn check(
         &self,
         config: &Config,
@@ -73,23 +110,77 @@ impl WebhookSecrets {
         account: &str,
         presented: Option<&str>,
     ) -> Result<(), WebhookRefusal> {
-        if config.account(provider, account).is_none() {
-            return Err(WebhookRefusal::UnknownAccount);
-        }
-        let Some(secret) = self.0.get(&(provider.to_owned(), account.to_owned())) else {
-            return Err(WebhookRefusal::NoSecretConfigured {
-                key: format!("providers.{provider}.{account}.webhook_secret_env"),
-            });
-        };
+        let secret = self.secret(config, provider, account, WebhookKey::Shared)?;
         match presented {
-            Some(presented)
-                if constant_time_eq(presented.as_bytes(), secret.expose().as_bytes()) =>
-            {
-                Ok(())
-            }
+            Some(presented) if constant_time_eq(presented.as_bytes(), secret.as_bytes()) => Ok(()),
             _ => Err(WebhookRefusal::WrongSecret),
         }
     }
+
+    /// Lets a Meta callback in when `signature` (its `X-Hub-Signature-256`)
+    /// signs exactly `body` with the account's app secret.
+    pub fn check_signature(
+        &self,
+        config: &Config,
+        provider: &str,
+        account: &str,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), WebhookRefusal> {
+        let secret = self.secret(config, provider, account, WebhookKey::AppSecret)?;
+        match signature {
+            Some(signature) if signs(secret.as_bytes(), body, signature) => Ok(()),
+            _ => Err(WebhookRefusal::WrongSignature),
+        }
+    }
+
+    /// Answers Meta's subscription handshake only with the account's verify token.
+    pub fn check_verify_token(
+        &self,
+        config: &Config,
+        provider: &str,
+        account: &str,
+        presented: Option<&str>,
+    ) -> Result<(), WebhookRefusal> {
+        let token = self.secret(config, provider, account, WebhookKey::VerifyToken)?;
+        match presented {
+            Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(WebhookRefusal::WrongVerifyToken),
+        }
+    }
+
+    /// The account's `key`, or why there is none.
+    fn secret(
+        &self,
+        config: &Config,
+        provider: &str,
+        account: &str,
+        key: WebhookKey,
+    ) -> Result<&str, WebhookRefusal> {
+        if config.account(provider, account).is_none() {
+            return Err(WebhookRefusal::UnknownAccount);
+        }
+        self.0
+            .get(&(provider.to_owned(), account.to_owned(), key))
+            .map(Secret::expose)
+            .ok_or_else(|| WebhookRefusal::NoSecretConfigured {
+                key: format!("providers.{provider}.{account}.{}_env", key.name()),
+            })
+    }
+}
+
+/// Whether `signature` is `sha256=<hex>` of the HMAC-SHA256 of `body` with
+/// `secret`. The digest is compared in constant time (`verify_slice`).
+pub fn signs(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let Some(digest) = signature
+        .strip_prefix("sha256=")
+        .and_then(|hex| hex::decode(hex).ok())
+    else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    mac.verify_slice(&digest).is_ok()
 }
 
 impl WebhookRefusal {
@@ -110,6 +201,15 @@ impl WebhookRefusal {
             WebhookRefusal::WrongSecret => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong webhook secret (send it as header X-Herald-Webhook-Secret or query ?secret=)",
+            ),
+            WebhookRefusal::WrongSignature => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong X-Hub-Signature-256 (sha256= then the HMAC-SHA256 of the raw body with the app secret)",
+            ),
+            // Meta's handshake expects a 403 when the token does not match.
+            WebhookRefusal::WrongVerifyToken => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "hub.verify_token is missing or does not match the account's verify token",
             ),
         }
     }
@@ -158,6 +258,26 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3creT"));
         assert!(!constant_time_eq(b"s3cret", b"s3cre"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn a_signature_is_the_hmac_sha256_of_the_exact_body() {
+        // A published test vector: HMAC-SHA256("test") with key "secret".
+        let valid = "sha256=0329a06b62cd16b33eb6792be8c60b158d89a2ee3a876fce9a881ebb488c0914";
+        assert!(signs(b"secret", b"test", valid));
+        assert!(signs(
+            b"secret",
+            b"test",
+            &valid.to_uppercase().replace("SHA256=", "sha256=")
+        ));
+        assert!(!signs(b"secret", b"test ", valid), "body altered");
+        assert!(!signs(b"other", b"test", valid), "another secret");
+        assert!(
+            !signs(b"secret", b"test", &valid["sha256=".len()..]),
+            "no prefix"
+        );
+        assert!(!signs(b"secret", b"test", "sha256=zz"), "not hex");
+        assert!(!signs(b"secret", b"test", "sha256="), "empty");
     }
 
     #[test]
