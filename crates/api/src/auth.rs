@@ -111,10 +111,9 @@ impl WebhookSecrets {
         presented: Option<&str>,
     ) -> Result<(), WebhookRefusal> {
         let secret = self.secret(config, provider, account, WebhookKey::Shared)?;
-        match presented {
-            Some(presented) if constant_time_eq(presented.as_bytes(), secret.as_bytes()) => Ok(()),
-            _ => Err(WebhookRefusal::WrongSecret),
-        }
+        matches(secret, presented)
+            .then_some(())
+            .ok_or(WebhookRefusal::WrongSecret)
     }
 
     /// Lets a Meta callback in when `signature` (its `X-Hub-Signature-256`)
@@ -143,10 +142,9 @@ impl WebhookSecrets {
         presented: Option<&str>,
     ) -> Result<(), WebhookRefusal> {
         let token = self.secret(config, provider, account, WebhookKey::VerifyToken)?;
-        match presented {
-            Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => Ok(()),
-            _ => Err(WebhookRefusal::WrongVerifyToken),
-        }
+        matches(token, presented)
+            .then_some(())
+            .ok_or(WebhookRefusal::WrongVerifyToken)
     }
 
     /// The account's `key`, or why there is none.
@@ -167,6 +165,11 @@ impl WebhookSecrets {
                 key: format!("providers.{provider}.{account}.{}_env", key.name()),
             })
     }
+}
+
+/// Whether a secret was presented and it is `secret`.
+fn matches(secret: &str, presented: Option<&str>) -> bool {
+    presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), secret.as_bytes()))
 }
 
 /// Whether `signature` is `sha256=<hex>` of the HMAC-SHA256 of `body` with
