@@ -74,10 +74,11 @@ pub struct WebhookSecrets(BTreeMap<(String, String, WebhookKey), Secret>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookRefusal {
     UnknownAccount,
-    NoSecretConfigured { key: String },
-    WrongSecret,
-    WrongSignature,
-    WrongVerifyToken,
+    NoSecretConfigured {
+        key: String,
+    },
+    /// Missing or not the account's secret (for the app secret: no valid signature).
+    Wrong(WebhookKey),
 }
 
 impl WebhookSecrets {
@@ -102,18 +103,21 @@ impl WebhookSecrets {
         Ok(WebhookSecrets(secrets))
     }
 
-    /// Lets a webhook in when it carries the account's shared secret.
+    /// Lets a webhook in when it presents the account's `key`: the shared
+    /// secret of a callback, or the verify token of Meta's handshake.
     pub fn check(
         &self,
         config: &Config,
         provider: &str,
         account: &str,
+        key: WebhookKey,
         presented: Option<&str>,
     ) -> Result<(), WebhookRefusal> {
-        let secret = self.secret(config, provider, account, WebhookKey::Shared)?;
-        matches(secret, presented)
-            .then_some(())
-            .ok_or(WebhookRefusal::WrongSecret)
+        let secret = self.secret(config, provider, account, key)?;
+        match presented {
+            Some(presented) if constant_time_eq(presented.as_bytes(), secret.as_bytes()) => Ok(()),
+            _ => Err(WebhookRefusal::Wrong(key)),
+        }
     }
 
     /// Lets a Meta callback in when `signature` (its `X-Hub-Signature-256`)
@@ -129,22 +133,8 @@ impl WebhookSecrets {
         let secret = self.secret(config, provider, account, WebhookKey::AppSecret)?;
         match signature {
             Some(signature) if signs(secret.as_bytes(), body, signature) => Ok(()),
-            _ => Err(WebhookRefusal::WrongSignature),
+            _ => Err(WebhookRefusal::Wrong(WebhookKey::AppSecret)),
         }
-    }
-
-    /// Answers Meta's subscription handshake only with the account's verify token.
-    pub fn check_verify_token(
-        &self,
-        config: &Config,
-        provider: &str,
-        account: &str,
-        presented: Option<&str>,
-    ) -> Result<(), WebhookRefusal> {
-        let token = self.secret(config, provider, account, WebhookKey::VerifyToken)?;
-        matches(token, presented)
-            .then_some(())
-            .ok_or(WebhookRefusal::WrongVerifyToken)
     }
 
     /// The account's `key`, or why there is none.
@@ -165,11 +155,6 @@ impl WebhookSecrets {
                 key: format!("providers.{provider}.{account}.{}_env", key.name()),
             })
     }
-}
-
-/// Whether a secret was presented and it is `secret`.
-fn matches(secret: &str, presented: Option<&str>) -> bool {
-    presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), secret.as_bytes()))
 }
 
 /// Whether `signature` is `sha256=<hex>` of the HMAC-SHA256 of `body` with
@@ -201,16 +186,16 @@ impl WebhookRefusal {
                     "webhooks for {provider}/{account} are refused: no webhook secret is configured (set {key} or its _file twin)"
                 ),
             ),
-            WebhookRefusal::WrongSecret => ApiError::new(
+            WebhookRefusal::Wrong(WebhookKey::Shared) => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong webhook secret (send it as header X-Herald-Webhook-Secret or query ?secret=)",
             ),
-            WebhookRefusal::WrongSignature => ApiError::new(
+            WebhookRefusal::Wrong(WebhookKey::AppSecret) => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong X-Hub-Signature-256 (sha256= then the HMAC-SHA256 of the raw body with the app secret)",
             ),
             // Meta's handshake expects a 403 when the token does not match.
-            WebhookRefusal::WrongVerifyToken => ApiError::new(
+            WebhookRefusal::Wrong(WebhookKey::VerifyToken) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "hub.verify_token is missing or does not match the account's verify token",
             ),
@@ -331,19 +316,37 @@ mod tests {
         std::fs::remove_file(&dir).unwrap();
 
         assert_eq!(
-            secrets.check(&config, "kaleyra", "default", Some("hook-secret")),
+            secrets.check(
+                &config,
+                "kaleyra",
+                "default",
+                WebhookKey::Shared,
+                Some("hook-secret")
+            ),
             Ok(())
         );
         assert_eq!(
-            secrets.check(&config, "kaleyra", "default", Some("guess")),
-            Err(WebhookRefusal::WrongSecret)
+            secrets.check(
+                &config,
+                "kaleyra",
+                "default",
+                WebhookKey::Shared,
+                Some("guess")
+            ),
+            Err(WebhookRefusal::Wrong(WebhookKey::Shared))
         );
         assert_eq!(
-            secrets.check(&config, "kaleyra", "default", None),
-            Err(WebhookRefusal::WrongSecret)
+            secrets.check(&config, "kaleyra", "default", WebhookKey::Shared, None),
+            Err(WebhookRefusal::Wrong(WebhookKey::Shared))
         );
         assert_eq!(
-            secrets.check(&config, "kaleyra", "other", Some("hook-secret")),
+            secrets.check(
+                &config,
+                "kaleyra",
+                "other",
+                WebhookKey::Shared,
+                Some("hook-secret")
+            ),
             Err(WebhookRefusal::UnknownAccount)
         );
     }
@@ -353,7 +356,13 @@ mod tests {
         let config = config("");
         let secrets = WebhookSecrets::from_config(&config).unwrap();
         let refusal = secrets
-            .check(&config, "kaleyra", "default", Some("anything"))
+            .check(
+                &config,
+                "kaleyra",
+                "default",
+                WebhookKey::Shared,
+                Some("anything"),
+            )
             .unwrap_err();
         let error = refusal.into_error("kaleyra", "default");
         assert_eq!(error.status, StatusCode::FORBIDDEN);

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use herald_core::protocol::rfc3339;
 use herald_store::{Contact, StoreError};
 
-use crate::auth::{SIGNATURE_HEADER, WEBHOOK_SECRET_HEADER, WebhookRefusal};
+use crate::auth::{SIGNATURE_HEADER, WEBHOOK_SECRET_HEADER, WebhookKey, WebhookRefusal};
 use crate::error::{self, ApiError};
 use crate::hooks::{self, Callback};
 use crate::inbound::{no_later_than, record};
@@ -153,7 +153,13 @@ fn authenticate(
         secrets.check_signature(api.config(), provider, account, signature, body)
     } else {
         let presented = presented_secret(headers, query);
-        secrets.check(api.config(), provider, account, presented.as_deref())
+        secrets.check(
+            api.config(),
+            provider,
+            account,
+            WebhookKey::Shared,
+            presented.as_deref(),
+        )
     }
 }
 
@@ -174,10 +180,11 @@ pub async fn verify(
         metrics::webhook(&provider, "invalid");
     })?;
     api.webhook_secrets()
-        .check_verify_token(
+        .check(
             api.config(),
             &provider,
             &account,
+            WebhookKey::VerifyToken,
             handshake.verify_token.as_deref(),
         )
         .map_err(|refusal| {
