@@ -27,7 +27,8 @@ pub struct StatusUpdate {
 /// One reason a message failed, e.g. `131050` "Unable to deliver the message…".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusError {
-    pub code: u64,
+    /// Meta's error code; `None` if Meta sent none.
+    pub code: Option<u64>,
     pub title: String,
 }
 
@@ -88,7 +89,7 @@ fn status_update(status: &Value, path: &str) -> Result<StatusUpdate, Vec<Problem
         recipient_id: recipient_id.to_owned(),
         errors: errors
             .map(|error| StatusError {
-                code: error["code"].as_u64().unwrap_or_default(),
+                code: error["code"].as_u64(),
                 title: error["title"].as_str().unwrap_or_default().to_owned(),
             })
             .collect(),
@@ -156,7 +157,7 @@ mod tests {
             }
         );
         assert_eq!(read[1].status, "failed");
-        assert_eq!(read[1].errors[0].code, 131050);
+        assert_eq!(read[1].errors[0].code, Some(131050));
         assert!(
             read[1].errors[0].title.starts_with("Unable to deliver"),
             "{:?}",
