@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Herald on this machine: makes sure the local RabbitMQ and Redis are
-# up, builds `herald`, starts the mock vendor (all five vendor APIs) and a
+# up, builds `herald`, starts the mock vendor (every vendor's API) and a
 # worker, sends one demo job through each provider, shows what the vendors
 # received, and keeps the worker running until Ctrl-C.
 #
@@ -43,7 +43,7 @@ fi
 
 # Demo credentials for the mock vendor (never real ones).
 export PAYHERO_BASIC_TOKEN=demo-token PINGUP_API_KEY=demo-key KALEYRA_API_KEY=demo-key
-export DIGITAL99_API_KEY=demo-key REPLYHERO_API_KEY=demo-key
+export DIGITAL99_API_KEY=demo-key REPLYHERO_API_KEY=demo-key META_ACCESS_TOKEN=demo-token
 
 if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
@@ -67,11 +67,11 @@ setsid "$herald" mock-vendor --listen "$mock" & pids+=($!)
 setsid "$herald" --config "$config" worker & pids+=($!)
 
 # Session messages need an open window: the demo customer "wrote" just now.
-for provider in pingup kaleyra 99digital replyhero; do
+for provider in pingup kaleyra 99digital replyhero meta; do
   "$herald" --config "$config" inbound record --provider "$provider" --contact +254712345678
 done
 run=$(date +%s)
-for provider in payhero pingup kaleyra 99digital; do
+for provider in payhero pingup kaleyra 99digital meta; do
   "$herald" --config "$config" enqueue --id "demo-$run-$provider" --provider "$provider" \
     --to +254712345678 --text "Hello from Herald via $provider"
 done
@@ -80,7 +80,7 @@ done
 
 for _ in $(seq 1 30); do
   sent=$(curl -sf "http://$mock/_mock/requests" | grep -o '"provider"' | wc -l || true)
-  [ "$sent" -ge 5 ] && break
+  [ "$sent" -ge 6 ] && break
   sleep 1
 done
 echo; echo "What the vendors received (GET http://$mock/_mock/stats):"

@@ -77,7 +77,8 @@ enum Command {
     /// Inspect, replay, purge, export and import dead letters.
     #[command(subcommand)]
     Dlq(cmd::dlq::Command),
-    /// Serve all five vendors' send APIs on localhost, with fault injection.
+    /// Serve every vendor's send API (the five BSPs and Meta's Cloud API) on
+    /// localhost, with fault injection.
     MockVendor(cmd::mock_vendor::Args),
     /// Measure Herald's own parts (printed figures, not pass/fail).
     #[command(subcommand)]

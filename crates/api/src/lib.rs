@@ -4,7 +4,8 @@
 //! window), and anyone with the token can ask whether a window is open.
 //!
 //! Owns: the HTTP surface — routes, authentication (bearer token for
-//! `/v1/*`, per-account secret for webhooks), request validation, the
+//! `/v1/*`, per-account secret for webhooks, Meta's signature and
+//! subscription handshake), request validation, the
 //! vendors' inbound callback formats, and how long a webhook is remembered.
 //! Must not touch: what a job is (herald-core), how it is published
 //! (herald-client) or how the window and webhook de-duplication are stored
@@ -97,7 +98,10 @@ impl Api {
             ));
         Router::new()
             .merge(authenticated)
-            .route("/webhooks/{provider}/{account}", post(webhook::post))
+            .route(
+                "/webhooks/{provider}/{account}",
+                get(webhook::verify).post(webhook::post),
+            )
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(|| async { metrics::handle().render() }))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })

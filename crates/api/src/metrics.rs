@@ -27,7 +27,7 @@ pub fn jobs_refused(why: &'static str) {
 }
 
 /// A webhook's outcome: `recorded`, `duplicate`, `not_inbound`, `invalid`,
-/// `unauthorized`, `unavailable`.
+/// `unauthorized`, `unavailable`, or `verified` (Meta's handshake answered).
 pub fn webhook(provider: &str, outcome: &'static str) {
     counter!("herald_api_webhooks_total", "provider" => provider.to_owned(), "outcome" => outcome)
         .increment(1);

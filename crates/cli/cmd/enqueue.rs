@@ -130,7 +130,7 @@ struct JobFlags {
     /// The job's idempotency key.
     #[arg(long, help_heading = "Job")]
     id: Option<String>,
-    /// payhero, pingup, kaleyra, 99digital or replyhero.
+    /// payhero, pingup, kaleyra, 99digital, replyhero or meta.
     #[arg(long, help_heading = "Job")]
     provider: Option<String>,
     /// Which configured credentials of the provider [default: default].

@@ -46,7 +46,7 @@ pub struct Args {
     retry_after: u64,
 
     /// Fraction refused with the vendor's own permanent error (Kaleyra
-    /// E13009, PayHero "didn't find a session", 99digital FAIL, …).
+    /// E13009, PayHero "didn't find a session", 99digital FAIL, Meta 131026, …).
     #[arg(long, value_parser = fraction, default_value_t = 0.0, value_name = "FRACTION")]
     permanent_rate: f64,
 
@@ -170,6 +170,11 @@ e.g. KALEYRA_API_KEY=mock):
   base_url = "http://127.0.0.1:9900"
   session = "mock"
   basic_token_env = "PAYHERO_BASIC_TOKEN"
+
+  [providers.meta.default]
+  base_url = "http://127.0.0.1:9900"
+  phone_number_id = "106540352242922"
+  access_token_env = "META_ACCESS_TOKEN"
 "#;
 
 #[cfg(test)]

@@ -227,6 +227,11 @@ pub struct AccountConfig {
     pub settings: toml::Table,
 }
 
+/// Vendors' own default throughput, per account, for accounts that set none:
+/// Meta's Cloud API takes 80 messages a second per business number unless
+/// Meta has raised it (CONTRACT §14).
+const DEFAULT_RATES: &[(&str, f64)] = &[("meta", 80.0)];
+
 fn default_burst() -> u32 {
     1
 }
@@ -350,7 +355,10 @@ impl Config {
                 .map(unknown_override),
         );
         let config = match serde_path_to_error::deserialize(toml::Value::Table(table)) {
-            Ok(config) => Some(config),
+            Ok(mut config) => {
+                Config::apply_default_rates(&mut config);
+                Some(config)
+            }
             Err(e) => {
                 let key = e.path().to_string();
                 problems.push(ConfigError::new(
@@ -365,6 +373,17 @@ impl Config {
         }
         ConfigErrors::check(problems, ())?;
         Ok(config.expect("no problem means it deserialized"))
+    }
+
+    /// Holds an account that names no `rate_per_second` to its vendor's
+    /// published default, where the vendor has one.
+    fn apply_default_rates(&mut self) {
+        for (provider, rate) in DEFAULT_RATES {
+            let accounts = self.providers.get_mut(*provider).into_iter().flatten();
+            for (_, account) in accounts {
+                account.rate_per_second.get_or_insert(*rate);
+            }
+        }
     }
 
     /// Every value that does not make sense, by key.

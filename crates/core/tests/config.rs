@@ -34,9 +34,26 @@ fn the_example_configuration_loads() {
     assert_eq!(kaleyra.per_recipient_interval, Some(Duration::from_secs(6)));
     assert_eq!(kaleyra.rate_scope, RateScope::Global);
     assert_eq!(kaleyra.settings["sid"].as_str(), Some("HXAP1XXXXXX17XX"));
+    let meta = config.account("meta", "default").unwrap();
+    assert_eq!(meta.rate_per_second, Some(80.0));
+    assert_eq!(meta.per_recipient_interval, Some(Duration::from_secs(6)));
     assert_eq!(config.retry.max_attempts, 6);
     assert_eq!(config.window.margin, Duration::from_secs(120));
     assert_eq!(config.idempotency.ttl, Duration::from_secs(7 * 86400));
+}
+
+#[test]
+fn a_meta_account_defaults_to_metas_throughput_and_others_to_no_limit() {
+    let config = load(
+        "[providers.meta.default]\nbase_url = \"https://graph.facebook.com\"\n\
+         [providers.meta.raised]\nbase_url = \"https://graph.facebook.com\"\nrate_per_second = 250\n\
+         [providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"",
+    )
+    .unwrap();
+    let rate = |provider, account| config.account(provider, account).unwrap().rate_per_second;
+    assert_eq!(rate("meta", "default"), Some(80.0));
+    assert_eq!(rate("meta", "raised"), Some(250.0));
+    assert_eq!(rate("kaleyra", "default"), None);
 }
 
 #[test]

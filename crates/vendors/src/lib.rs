@@ -23,6 +23,7 @@ mod classify;
 mod digital99;
 mod http;
 mod kaleyra;
+pub mod meta;
 mod payhero;
 mod pingup;
 mod replyhero;
@@ -116,9 +117,22 @@ pub enum Verdict {
         /// The vendor's own error code, e.g. `E13009`.
         code: Option<String>,
         detail: String,
-        /// The vendor relayed WhatsApp's "re-engagement" error (131047).
-        window_closed: bool,
+        cause: PermanentCause,
     },
+}
+
+/// What a permanent refusal means beyond "do not send this again": the
+/// worker acts on the window and on opt-outs, not only on the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermanentCause {
+    /// The request itself was refused (invalid number, bad credentials,
+    /// validation, template problems).
+    Rejected,
+    /// WhatsApp's "re-engagement" error (131047): the 24-hour window is closed.
+    WindowClosed,
+    /// The recipient opted out of this business's messages (Meta 131050):
+    /// the contact is to be suppressed.
+    OptedOut,
 }
 
 impl Verdict {
@@ -137,11 +151,11 @@ impl Verdict {
             Verdict::Permanent {
                 code,
                 detail,
-                window_closed,
+                cause,
             } => Verdict::Permanent {
                 code,
                 detail: f(detail),
-                window_closed,
+                cause,
             },
         }
     }
@@ -199,6 +213,7 @@ const ADAPTERS: &[(&str, Build)] = &[
     (kaleyra::PROVIDER, kaleyra::build),
     (digital99::PROVIDER, digital99::build),
     (replyhero::PROVIDER, replyhero::build),
+    (meta::PROVIDER, meta::build),
 ];
 
 /// Every configured account, sharing one pooled HTTP client.
@@ -491,7 +506,14 @@ mod tests {
 
     #[test]
     fn providers_are_known_by_their_contract_names() {
-        for name in ["payhero", "pingup", "kaleyra", "99digital", "replyhero"] {
+        for name in [
+            "payhero",
+            "pingup",
+            "kaleyra",
+            "99digital",
+            "replyhero",
+            "meta",
+        ] {
             assert!(Vendors::is_known_provider(name), "{name}");
         }
         assert!(!Vendors::is_known_provider("twilio"));

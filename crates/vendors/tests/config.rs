@@ -40,17 +40,35 @@ session_id = "SESSION_ID"
 user_id = "USER_ID"
 org_id = "ORG_ID"
 api_key_file = "{}"
+
+[providers.meta.default]
+base_url = "https://graph.facebook.com"
+phone_number_id = "106540352242922"
+access_token_file = "{}"
+api_version = "v21.0"
+app_secret_file = "{}"
+verify_token_file = "{}"
 "#,
         key("k"),
         key("p"),
         key("g"),
         key("d"),
-        key("r")
+        key("r"),
+        key("m"),
+        key("ma"),
+        key("mv")
     );
     let vendors = vendors(&toml).unwrap();
     assert_eq!(
         vendors.providers(),
-        ["99digital", "kaleyra", "payhero", "pingup", "replyhero"]
+        [
+            "99digital",
+            "kaleyra",
+            "meta",
+            "payhero",
+            "pingup",
+            "replyhero"
+        ]
     );
     assert_eq!(
         vendors.account("kaleyra", "default").unwrap().provider(),
@@ -130,6 +148,64 @@ fn every_account_missing_its_secret_is_named_at_once() {
         errors.to_string().contains("HERALD_TEST_UNSET_PINGUP"),
         "{errors}"
     );
+}
+
+#[test]
+fn meta_keys_are_checked_by_name() {
+    let secrets = Secrets::new();
+    let token = secrets.file("t", "EAAJB-token");
+    let cases = [
+        (String::new(), "providers.meta.default.phone_number_id"),
+        (
+            "phone_number_id = \"1065-4035\"".to_owned(),
+            "providers.meta.default.phone_number_id",
+        ),
+        (
+            "phone_number_id = \"106540352242922\"".to_owned(),
+            "providers.meta.default.access_token_env",
+        ),
+        (
+            format!(
+                "phone_number_id = \"106540352242922\"\naccess_token_file = \"{token}\"\napi_version = \"21\""
+            ),
+            "providers.meta.default.api_version",
+        ),
+        // The worker does not use the webhook secrets, but a named one must exist.
+        (
+            format!(
+                "phone_number_id = \"106540352242922\"\naccess_token_file = \"{token}\"\napp_secret_env = \"HERALD_TEST_SURELY_UNSET_VARIABLE\""
+            ),
+            "providers.meta.default.app_secret_env",
+        ),
+        (
+            format!(
+                "phone_number_id = \"106540352242922\"\naccess_token_file = \"{token}\"\nverify_tokn_env = \"X\""
+            ),
+            "providers.meta.default.verify_tokn_env",
+        ),
+    ];
+    for (keys, expected) in cases {
+        let toml =
+            format!("[providers.meta.default]\nbase_url = \"https://graph.facebook.com\"\n{keys}");
+        let errors = vendors(&toml).unwrap_err();
+        assert_eq!(errors.problems.len(), 1, "{keys}: {errors}");
+        assert_eq!(errors.problems[0].key, expected, "{keys}: {errors}");
+    }
+    // Webhook secrets are optional for sending; the API version defaults.
+    let minimal = format!(
+        "[providers.meta.default]\nbase_url = \"https://graph.facebook.com\"\n\
+         phone_number_id = \"106540352242922\"\naccess_token_file = \"{token}\""
+    );
+    let vendors = vendors(&minimal).unwrap();
+    let account = vendors.account("meta", "default").unwrap();
+    let request = account
+        .render(
+            "+16505551234",
+            &herald_core::Message::Text { body: "hi".into() },
+            &Default::default(),
+        )
+        .unwrap();
+    assert_eq!(request.path, "/v21.0/106540352242922/messages");
 }
 
 #[test]

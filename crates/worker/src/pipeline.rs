@@ -32,7 +32,7 @@ use herald_store::{
     Admission, Admit, Claim, Contact, Recorded, SendState, Store, StoreError, Unrecorded,
     WindowState,
 };
-use herald_vendors::{RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
+use herald_vendors::{PermanentCause, RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
 
 use crate::accounts::{Account, Accounts};
 use crate::metrics;
@@ -350,7 +350,8 @@ impl<S: SendState> Pipeline<S> {
 
     /// What a vendor's answer says about more than this job: a throttled
     /// account is paused for every replica; a window the vendor says is
-    /// closed was recorded wrongly.
+    /// closed was recorded wrongly; a recipient who opted out is suppressed
+    /// (CONTRACT §11), so later jobs to it die without a vendor call.
     async fn act_on_vendor_news(&self, job: &Job, contact: &Contact, verdict: &Verdict) {
         let (done, what) = match verdict {
             Verdict::Retryable {
@@ -366,11 +367,18 @@ impl<S: SendState> Pipeline<S> {
                 (done, "share the vendor's pause of the account")
             }
             Verdict::Permanent {
-                window_closed: true,
+                cause: PermanentCause::WindowClosed,
                 ..
             } => (
                 self.state.clear_inbound(contact).await,
                 "clear the stale last-inbound time",
+            ),
+            Verdict::Permanent {
+                cause: PermanentCause::OptedOut,
+                ..
+            } => (
+                self.state.suppress(contact).await,
+                "suppress the contact that opted out",
             ),
             _ => return,
         };
