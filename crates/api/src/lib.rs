@@ -61,7 +61,7 @@ impl Api {
         let token = api_token(&config.api)?;
         let webhook_secrets = WebhookSecrets::from_config(&config)?;
         // Installed before anything counts, so no count is lost.
-        metrics::handle();
+        metrics::install(&config);
         let broker = Broker::connect(&config.amqp.url, Topology::from_config(&config))
             .await
             .with_context(|| {
@@ -102,6 +102,7 @@ impl Api {
             .route("/metrics", get(|| async { metrics::handle().render() }))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(metrics::track))
             .with_state(self.clone())
     }
 

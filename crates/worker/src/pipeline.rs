@@ -289,7 +289,9 @@ impl Pipeline {
             .build();
         let mut throttled = 0;
         loop {
+            let waiting = std::time::Instant::now();
             self.wait_for_permit(job, route).await?;
+            metrics::rate_limit_wait(&job.provider, waiting.elapsed());
             self.claim(job, route.settings).await?;
             let started = std::time::Instant::now();
             let answer = route.vendor.send(request).await;
@@ -301,6 +303,7 @@ impl Pipeline {
                     detail,
                 } => {
                     throttled += 1;
+                    metrics::vendor_pause(&job.provider);
                     let pause = retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
                     info!(job_id = %job.id, provider = %job.provider, account = %job.account, ?pause, "vendor throttled the account; pausing it for every replica");
                     if let Err(e) = self

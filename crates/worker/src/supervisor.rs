@@ -77,6 +77,8 @@ pub async fn consume_until_shutdown(
         match result {
             Ok(()) => return,
             Err(e) => {
+                readiness.broker_lost(&e);
+                crate::metrics::broker_reconnect();
                 if started.elapsed() > STABLE_SESSION {
                     delays = reconnect_backoff();
                 }
@@ -225,6 +227,7 @@ impl Work {
             acker,
             ..
         } = delivery;
+        let _in_flight = crate::metrics::in_flight(routing_key.as_str());
         let incoming = Incoming {
             body: data,
             routing_key: routing_key.to_string(),
@@ -273,7 +276,7 @@ fn report(incoming: &Incoming, processed: &Processed) {
         .job
         .as_ref()
         .map_or(incoming.routing_key.as_str(), |j| j.provider.as_str());
-    crate::metrics::processed(provider, processed);
+    crate::metrics::processed(provider, processed, *incoming.properties.timestamp());
     let job_id = processed.job.as_ref().map(|j| j.id.as_str()).unwrap_or("?");
     let attempt = processed.attempt;
     match &processed.outcome {
