@@ -58,8 +58,9 @@ enum Command {
     /// Measure Herald's own parts (printed figures, not pass/fail).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
-    /// Print the JSON Schema of a send job, for producers in other languages.
-    Schema,
+    /// Print the JSON Schema of a send job, for producers in other languages
+    /// (or, with --openapi, the HTTP API's OpenAPI 3.1 description).
+    Schema(cmd::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
             Command::Dlq(command) => cmd::dlq::run(command, config).await,
             Command::MockVendor(args) => cmd::mock_vendor::run(args).await,
             Command::Bench(command) => cmd::bench::run(command, config).await,
-            Command::Schema => cmd::print_schema(),
+            Command::Schema(args) => cmd::print_schema(args),
         }
     });
     match result {

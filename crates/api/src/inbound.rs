@@ -17,12 +17,16 @@ use herald_store::{Contact, StoreError, WindowState};
 use crate::error::{self, ApiError, problem};
 use crate::{Api, metrics};
 
-#[derive(Debug, Deserialize)]
+/// A customer's inbound message.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InboundRequest {
+pub struct InboundRequest {
     provider: String,
+    /// Default `default`.
     account: Option<String>,
+    /// E.164.
     contact: String,
+    /// RFC 3339, when the customer wrote; default now.
     at: Option<String>,
 }
 

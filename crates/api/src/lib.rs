@@ -17,6 +17,7 @@ pub mod hooks;
 mod inbound;
 mod messages;
 mod metrics;
+pub mod openapi;
 mod webhook;
 
 use std::future::Future;
@@ -100,6 +101,7 @@ impl Api {
             .route("/webhooks/{provider}/{account}", post(webhook::post))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(|| async { metrics::handle().render() }))
+            .route("/openapi.json", get(openapi::serve))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(middleware::from_fn(metrics::track))
