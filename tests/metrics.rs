@@ -28,12 +28,18 @@ const ONE_RETRY: &str = "[retry]\nimmediate = 0\ndelays = [\"1s\"]\nmax_attempts
 
 /// A worker process listening on a known address, in a fleet's environment.
 async fn spawn_worker(fleet: &Fleet) -> (Running, SocketAddr) {
+    spawn_worker_with(fleet, &[]).await
+}
+
+/// [`spawn_worker`] with environment overrides.
+async fn spawn_worker_with(fleet: &Fleet, env: &[(&str, &str)]) -> (Running, SocketAddr) {
     let addr = free_local_addr();
     let worker = Running::spawn(
         fleet
             .config
             .command(&["worker", "--listen", &addr.to_string()])
             .env("HERALD_TEST_PAYHERO_TOKEN", "test-payhero-token")
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::null()),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -378,6 +384,24 @@ async fn every_series_of_a_configured_provider_exists_at_zero_with_help_and_real
             "bucket le={le}"
         );
     }
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_readyz_names_only_redis_and_redis_up_reads_0() {
+    let fleet = Fleet::with(kaleyra().await, "", "").await;
+    let closed = free_local_addr();
+    let redis_url = format!("redis://{closed}/0");
+    let (_worker, addr) = spawn_worker_with(&fleet, &[("HERALD_REDIS_URL", &redis_url)]).await;
+
+    let answer = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(answer.status(), 503);
+    let body = answer.text().await.unwrap();
+    assert!(body.starts_with("not ready: Redis:"), "{body}");
+    assert!(!body.contains("broker"), "the broker is not down: {body}");
+
+    let scrape = Scrape::of(addr).await;
+    assert_eq!(scrape.value("herald_redis_up", &[]), 0.0);
+    assert_eq!(scrape.value("herald_broker_connected", &[]), 0.0);
 }
 
 /// Every metric name in a PromQL expression: what is left once strings,
