@@ -5,8 +5,10 @@
 //! writes, so every body is described by a Rust type: the job is
 //! herald-core's `Job` itself (one schema for the worker, the API and
 //! `schema/job.schema.json`), the inbound request is the handler's own type,
-//! and the answers are the types below. A contract test (schemathesis, in
-//! `.ci/api-contract`) checks the running API answers as described.
+//! and the answers are the types below, which the `/v1/*` handlers return.
+//! The error and webhook answers are still built as JSON where they are
+//! made; the contract test (schemathesis, `.ci/api-contract`) holds every
+//! answer of the running API to this description.
 
 use std::sync::OnceLock;
 
