@@ -122,7 +122,7 @@ fn build() -> Value {
     let webhook = generator.subschema_for::<WebhookAnswer>().to_value();
     let schemas = generator.take_definitions(true);
 
-    let body = |schema: &Value| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+    let body = |schema: &Value, example: Value| json!({ "required": true, "content": { "application/json": { "schema": schema, "example": example } } });
     let answer = |description: &str, schema: &Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
     let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
     let errors = |codes: &[(&str, &str)]| -> Map<String, Value> {
@@ -157,7 +157,10 @@ fn build() -> Value {
                 "operationId": "publishJobs",
                 "summary": "Publish a job or a batch; 202 only once the broker confirmed every job",
                 "security": bearer,
-                "requestBody": body(&json!({ "oneOf": [job, batch] })),
+                "requestBody": body(&json!({ "oneOf": [job, batch] }), json!({
+                    "id": "order-1234-shipped", "provider": "kaleyra", "to": "+254712345678",
+                    "message": { "type": "template", "name": "order_update", "language": "en", "body": ["1234"] },
+                })),
                 "responses": with(errors(&[invalid, unauthorized, too_large, ("503", "the broker did not confirm; sending the same request again is safe")]),
                     "202", answer("every job is queued", &accepted)),
             }},
@@ -165,7 +168,7 @@ fn build() -> Value {
                 "operationId": "recordInbound",
                 "summary": "Record a customer's inbound message (opens or moves the window forward)",
                 "security": bearer,
-                "requestBody": body(&inbound),
+                "requestBody": body(&inbound, json!({ "provider": "kaleyra", "contact": "+254712345678" })),
                 "responses": with(errors(&[invalid, unauthorized, too_large, ("503", "Redis is unavailable; try again")]),
                     "200", answer("recorded; the window now", &recorded)),
             }},
@@ -189,7 +192,10 @@ fn build() -> Value {
                     path_param("provider", "a configured provider", "kaleyra"),
                     path_param("account", "a configured account of it", "default"),
                 ],
-                "requestBody": body(&json!({ "description": "the vendor's own format (Meta-style, 99digital, Kaleyra …)" })),
+                "requestBody": body(
+                    &json!({ "description": "the vendor's own format (Meta-style, 99digital, Kaleyra …)" }),
+                    json!({ "from": "254712345678", "id": "wamid.example", "created_at": "2026-11-21T10:00:00Z", "wanumber": "12025550123" }),
+                ),
                 "responses": with(errors(&[
                     ("400", "not a callback of this vendor that Herald can read"),
                     ("401", "no or wrong webhook secret"),
