@@ -86,9 +86,9 @@ enum Command {
     /// Check the configuration and the secrets it names; start nothing.
     #[command(subcommand)]
     Config(cmd::config::Command),
-    /// Print the JSON Schema of a send job, for producers in other languages.
-    #[command(after_help = "Example:\n  herald schema > job.schema.json")]
-    Schema,
+    /// Print the JSON Schema of a send job, for producers in other languages
+    /// (or, with --openapi, the HTTP API's OpenAPI 3.1 description).
+    Schema(cmd::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
             Command::MockVendor(args) => cmd::mock_vendor::run(args).await,
             Command::Bench(command) => cmd::bench::run(command, config).await,
             Command::Config(command) => cmd::config::run(command, config),
-            Command::Schema => cmd::print_schema(),
+            Command::Schema(args) => cmd::print_schema(args),
         }
     });
     match result {

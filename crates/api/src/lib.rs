@@ -18,6 +18,7 @@ pub mod hooks;
 mod inbound;
 mod messages;
 mod metrics;
+pub mod openapi;
 mod webhook;
 
 use std::future::Future;
@@ -62,7 +63,7 @@ impl Api {
     pub async fn start(config: Config) -> anyhow::Result<Api> {
         let (token, webhook_secrets) = check_secrets(&config)?;
         // Installed before anything counts, so no count is lost.
-        metrics::handle();
+        metrics::install(&config);
         let broker = Broker::connect(&config.amqp.url, Topology::from_config(&config))
             .await
             .with_context(|| {
@@ -104,8 +105,10 @@ impl Api {
             )
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(|| async { metrics::handle().render() }))
+            .route("/openapi.json", get(openapi::serve))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(metrics::track))
             .with_state(self.clone())
     }
 

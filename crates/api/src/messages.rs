@@ -15,12 +15,13 @@ use herald_core::job::DEFAULT_ACCOUNT;
 use herald_core::{Config, Job, Problem};
 
 use crate::error::{self, ApiError};
+use crate::openapi::Accepted;
 use crate::{Api, metrics};
 
 pub async fn post(
     State(api): State<Api>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let body = error::body(body)?;
     let jobs = read_jobs(&body, api.config()).inspect_err(|_| metrics::jobs_refused("invalid"))?;
     if let Err(e) = api.broker().publish_all(&jobs).await {
@@ -35,8 +36,8 @@ pub async fn post(
         metrics::job_published(&job.provider);
     }
     info!(jobs = jobs.len(), "jobs published");
-    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
+    let ids = jobs.into_iter().map(|job| job.id).collect();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { ids })))
 }
 
 /// The jobs of a request body, or a `400` naming every problem of every

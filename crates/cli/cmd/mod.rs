@@ -124,8 +124,20 @@ pub async fn broker(config: &Config, role: &str) -> anyhow::Result<lapin::Connec
         })
 }
 
-pub fn print_schema() -> anyhow::Result<ExitCode> {
-    let schema = herald_core::job::json_schema();
+#[derive(Debug, clap::Args)]
+pub struct SchemaArgs {
+    /// Print the OpenAPI 3.1 description of `herald api` instead (what it
+    /// serves at /openapi.json).
+    #[arg(long)]
+    openapi: bool,
+}
+
+pub fn print_schema(args: SchemaArgs) -> anyhow::Result<ExitCode> {
+    let schema = if args.openapi {
+        herald_api::openapi::document().clone()
+    } else {
+        herald_core::job::json_schema()
+    };
     println!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -169,9 +169,19 @@ impl Publisher {
     }
 }
 
-/// The message a job is published as.
+/// The message a job is published as. Its `timestamp` (Unix seconds) is
+/// when the producer published it: the worker measures end-to-end latency
+/// from it.
 pub fn job_message<'a>(job: &'a Job, body: &'a [u8]) -> Outgoing<'a> {
-    Outgoing::json(SEND_EXCHANGE, &job.provider, body).with_message_id(&job.id)
+    let mut message = Outgoing::json(SEND_EXCHANGE, &job.provider, body).with_message_id(&job.id);
+    message.properties = message.properties.with_timestamp(unix_now());
+    message
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// `headers` minus the named ones (a new copy of a message drops the

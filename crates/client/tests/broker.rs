@@ -169,6 +169,15 @@ async fn published_jobs_are_confirmed_and_read_back_from_the_provider_queue() {
             Some(job.id.as_str())
         );
         assert_eq!(*delivery.properties.delivery_mode(), Some(2));
+        let published_at = delivery
+            .properties
+            .timestamp()
+            .expect("the producer's timestamp");
+        let now = chrono::Utc::now().timestamp() as u64;
+        assert!(
+            published_at <= now && now - published_at < 60,
+            "timestamp {published_at} is when it was published (now {now})"
+        );
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod job;
+pub mod metrics;
 pub mod protocol;
 
 pub use config::{AccountConfig, Config, ConfigError, ConfigErrors, RateScope, Secret};

@@ -251,3 +251,33 @@ fn variables_the_configuration_names_as_secrets_are_not_overrides() {
     // Unnamed by the configuration, the same variable is a typo.
     assert!(load_all("", &[("HERALD_KALEYRA_KEY", "k")]).is_err());
 }
+
+/// The Kubernetes configurations load, and each pod's termination grace
+/// period outlasts `worker.shutdown_grace`, so in-flight jobs finish before
+/// SIGKILL.
+#[test]
+fn the_kubernetes_configurations_load_and_their_pods_outlast_the_shutdown_grace() {
+    let k8s = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/k8s");
+    let pod_grace: Vec<u64> = ["worker.yaml", "api.yaml"]
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(format!("{k8s}/base/{file}")).unwrap();
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+                .map(|s| s.trim().parse::<u64>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(pod_grace.len(), 2, "both Deployments set it");
+    for config in ["base/herald.toml", "overlays/example/herald.toml"] {
+        let text = std::fs::read_to_string(format!("{k8s}/{config}")).unwrap();
+        let loaded = load(&text).unwrap_or_else(|e| panic!("{config}: {e}"));
+        assert!(!loaded.providers.is_empty(), "{config}");
+        for grace in &pod_grace {
+            assert!(
+                Duration::from_secs(*grace) > loaded.worker.shutdown_grace,
+                "{config}: shutdown_grace must end before the pod's {grace}s"
+            );
+        }
+    }
+}

@@ -142,8 +142,10 @@ impl<S: SendState> Pipeline<S> {
         let mut blips = blip_delays(&self.config, *calls).peekable();
         let mut throttled_here = 0;
         loop {
+            let waiting = std::time::Instant::now();
             account.limits.wait_local(&contact.digits).await;
             let (claim, fallback_used) = self.admit(job, account, &contact, lease).await?;
+            metrics::rate_limit_wait(&job.provider, waiting.elapsed());
             // Right before the call: a delivery that can no longer be acked
             // would be redelivered and sent again by another consumer.
             if !lease.held() {
@@ -163,6 +165,7 @@ impl<S: SendState> Pipeline<S> {
             } = answer.verdict
             {
                 calls.throttled += 1;
+                metrics::vendor_pause(&job.provider);
             }
             self.act_on_vendor_news(job, &contact, &answer.verdict)
                 .await;
