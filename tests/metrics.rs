@@ -222,7 +222,6 @@ async fn jobs_of_every_outcome_processed_before_the_first_scrape_are_all_counted
         template("dup-1", "d").build(),
         template("retry-1", "retry-me").build(),
         template("reject-1", "reject-me").build(),
-        template("old-1", "e").expires_at(past).build(),
         template("acct-1", "f").account("nope").build(),
         // A session message to a contact who never wrote: window closed.
         JobBuilder::text("window-1", "kaleyra", TO, "hello").build(),
@@ -230,6 +229,12 @@ async fn jobs_of_every_outcome_processed_before_the_first_scrape_are_all_counted
     for job in jobs {
         fleet.publisher.publish_job(&job.unwrap()).await.unwrap();
     }
+    // Producers refuse an expired job; one that expires in the queue is
+    // what the worker sees, published here past the producer's check.
+    let expired =
+        serde_json::to_vec(&template("old-1", "e").expires_at(past).build().unwrap()).unwrap();
+    let expired = Outgoing::json(SEND_EXCHANGE, "kaleyra", &expired);
+    fleet.publisher.publish(expired).await.unwrap();
     let not_json = Outgoing::json(SEND_EXCHANGE, "kaleyra", b"{not json");
     fleet.publisher.publish(not_json).await.unwrap();
 

@@ -254,30 +254,36 @@ fn variables_the_configuration_names_as_secrets_are_not_overrides() {
 
 /// The Kubernetes configurations load, and each pod's termination grace
 /// period outlasts `worker.shutdown_grace`, so in-flight jobs finish before
-/// SIGKILL.
+/// SIGKILL; the worker's also outlasts the longest vendor call after it (its
+/// timeout and 5 s to record the send), which a stopping worker lets finish.
 #[test]
 fn the_kubernetes_configurations_load_and_their_pods_outlast_the_shutdown_grace() {
     let k8s = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/k8s");
-    let pod_grace: Vec<u64> = ["worker.yaml", "api.yaml"]
-        .iter()
-        .flat_map(|file| {
-            let text = std::fs::read_to_string(format!("{k8s}/base/{file}")).unwrap();
-            text.lines()
-                .filter_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
-                .map(|s| s.trim().parse::<u64>().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    assert_eq!(pod_grace.len(), 2, "both Deployments set it");
+    let pod_grace = |file: &str| -> Duration {
+        let text = std::fs::read_to_string(format!("{k8s}/base/{file}")).unwrap();
+        let seconds = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+            .unwrap_or_else(|| panic!("{file} sets terminationGracePeriodSeconds"));
+        Duration::from_secs(seconds.trim().parse().unwrap())
+    };
+    let (worker, api) = (pod_grace("worker.yaml"), pod_grace("api.yaml"));
     for config in ["base/herald.toml", "overlays/example/herald.toml"] {
         let text = std::fs::read_to_string(format!("{k8s}/{config}")).unwrap();
         let loaded = load(&text).unwrap_or_else(|e| panic!("{config}: {e}"));
         assert!(!loaded.providers.is_empty(), "{config}");
-        for grace in &pod_grace {
-            assert!(
-                Duration::from_secs(*grace) > loaded.worker.shutdown_grace,
-                "{config}: shutdown_grace must end before the pod's {grace}s"
-            );
-        }
+        let longest_call = loaded
+            .providers
+            .values()
+            .flat_map(|accounts| accounts.values())
+            .map(|account| account.timeout)
+            .max()
+            .unwrap();
+        let grace = loaded.worker.shutdown_grace;
+        assert!(
+            worker > grace + longest_call + Duration::from_secs(5),
+            "{config}: the worker pod's {worker:?} must outlast shutdown_grace and the longest call"
+        );
+        assert!(api > grace, "{config}: the api pod's {api:?}");
     }
 }

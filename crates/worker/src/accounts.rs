@@ -3,12 +3,29 @@
 //! and its limits — in one map built once per process.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use herald_core::{AccountConfig, Config, DeadReason, Job, RateScope};
 use herald_store::{Limiter, Rate, RecipientPacer};
 use herald_vendors::{VendorAccount, Vendors};
 
 use crate::outcome::{Dead, Outcome};
+
+/// The longest a vendor call and the record after it may take, over every
+/// configured account: its timeout and a margin for Redis.
+pub fn longest_call(config: &Config) -> Duration {
+    let longest_timeout = config
+        .providers
+        .values()
+        .flat_map(|accounts| accounts.values())
+        .map(|account| account.timeout)
+        .max()
+        .unwrap_or_default();
+    longest_timeout + RECORD_MARGIN
+}
+
+/// What a send's record may take after its vendor call, Redis being slow.
+const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a vendor call may take before an account's rate, rather than
 /// its latency, stops being what limits it (see [`prefetch_for`]).

@@ -197,7 +197,9 @@ impl<S: SendState> Pipeline<S> {
                     blips.next();
                     info!(job_id = %job.id, attempt = calls.attempts, ?after, "retrying a vendor blip in-process");
                     self.release(claim).await;
-                    tokio::time::sleep(after).await;
+                    if !self.wait_holding(after, lease).await {
+                        return Ok(Outcome::Abandoned);
+                    }
                 }
                 Next::WaitOut { pause } => {
                     throttled_here += 1;

@@ -24,7 +24,7 @@ use herald_core::Config;
 use herald_core::protocol::send_queue;
 use herald_store::Store;
 
-use crate::accounts::prefetch_for;
+use crate::accounts::{longest_call, prefetch_for};
 use crate::health::Readiness;
 use crate::outcome::{Outcome, Processed};
 use crate::pipeline::{Lease, Pipeline};
@@ -170,8 +170,9 @@ async fn session(
 
     // Graceful shutdown: every consumer cancels itself, then in-flight jobs
     // get the grace period to finish and are acked on their channels, which
-    // their leases keep open; what does not finish stays unacked and the
-    // broker redelivers it once this connection closes.
+    // their leases keep open; then calls already at a vendor may finish
+    // (bounded by the longest call); what does not finish stays unacked and
+    // the broker redelivers it once this connection closes.
     while consumers.join_next().await.is_some() {}
     in_flight.close();
     let grace = config.worker.shutdown_grace;
@@ -181,10 +182,25 @@ async fn session(
         "stopped consuming; finishing in-flight jobs"
     );
     if tokio::time::timeout(grace, in_flight.wait()).await.is_err() {
+        // No delivery starts a vendor call any more; one already at the
+        // vendor is let finish and record its send (acked if it can be),
+        // for leaving now would let the redelivered copy send it again.
+        session_over.cancel();
+        let last_call = longest_call(config);
         warn!(
             unfinished = in_flight.len(),
-            "grace period over; unfinished jobs stay unacked for redelivery"
+            ?last_call,
+            "grace period over; no new vendor calls, waiting for those under way; the rest stays unacked for redelivery"
         );
+        if tokio::time::timeout(last_call, in_flight.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                unfinished = in_flight.len(),
+                "vendor calls still unanswered; leaving them to their claims' expiry"
+            );
+        }
     }
     // A broker that went away mid-shutdown must not keep the process alive.
     let _ = tokio::time::timeout(BROKER_GOODBYE, connection.close(200, "shutdown".into())).await;
