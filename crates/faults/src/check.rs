@@ -89,6 +89,8 @@ pub struct Row {
     /// expected and jobs expected dead that the vendor accepted.
     pub wrong: Vec<String>,
     pub took: Duration,
+    /// The scenario could not be run to the end (the counts are partial).
+    pub error: Option<String>,
     /// What happened during the run that the counts do not show.
     pub notes: Vec<String>,
 }
@@ -101,9 +103,22 @@ impl Row {
             .count()
     }
 
-    /// Nothing lost, every duplicate explained, every reason right.
+    /// A row for a scenario that could not be run to the end.
+    pub fn failed(scenario: &str, error: String) -> Row {
+        Row {
+            scenario: scenario.to_owned(),
+            error: Some(error),
+            ..Row::default()
+        }
+    }
+
+    /// Ran to the end, nothing lost, every duplicate explained, every
+    /// reason right.
     pub fn passed(&self) -> bool {
-        self.lost.is_empty() && self.unexplained() == 0 && self.wrong.is_empty()
+        self.error.is_none()
+            && self.lost.is_empty()
+            && self.unexplained() == 0
+            && self.wrong.is_empty()
     }
 }
 
@@ -262,7 +277,11 @@ pub fn table(rows: &[Row]) -> String {
             duplicated - row.unexplained(),
             row.wrong.len(),
             row.took.as_secs_f64(),
-            if row.passed() { "pass" } else { "FAIL" },
+            match (&row.error, row.passed()) {
+                (Some(_), _) => "ERROR",
+                (None, true) => "pass",
+                (None, false) => "FAIL",
+            },
         );
     }
     out
@@ -273,6 +292,9 @@ pub fn table(rows: &[Row]) -> String {
 pub fn details(row: &Row) -> String {
     const SHOWN: usize = 10;
     let mut out = String::new();
+    if let Some(error) = &row.error {
+        let _ = writeln!(out, "  error: {error}");
+    }
     for note in &row.notes {
         let _ = writeln!(out, "  note: {note}");
     }

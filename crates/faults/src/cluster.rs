@@ -299,11 +299,19 @@ impl Cluster {
     }
 
     /// Closes every worker connection through the management API, as a
-    /// broker restart or a network cut would.
+    /// broker restart or a network cut would. The API lists a new
+    /// connection only after its next statistics tick (about 5 s), so this
+    /// waits for workers that have just reconnected to show up.
     pub async fn drop_worker_connections(&mut self) -> anyhow::Result<()> {
-        let closed = self.env.close_connections("herald worker").await?;
-        self.notes
-            .push(format!("closed {closed} worker connections"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut closed = 0;
+        while closed < self.slots.len() && Instant::now() < deadline {
+            closed += self.env.close_connections("herald worker").await?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.notes.push(format!(
+            "closed {closed} worker connections through the management API"
+        ));
         Ok(())
     }
 

@@ -68,10 +68,14 @@ pub async fn run(herald: &Path, plan: &Plan) -> anyhow::Result<bool> {
             plan.size.jobs,
             plan.size.load
         );
-        let row = tokio::select! {
-            row = scenarios::run(scenario, herald, plan.size) => row?,
+        let started = std::time::Instant::now();
+        let mut row = tokio::select! {
+            row = scenarios::run(scenario, herald, plan.size) => row.unwrap_or_else(|e| {
+                check::Row::failed(scenario.name(), format!("{e:#}"))
+            }),
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         };
+        row.took = started.elapsed();
         eprint!("{}", check::details(&row));
         rows.push(row);
     }

@@ -1,7 +1,7 @@
 //! The faults, one scenario each: load is published while the fault is
 //! injected, then everything drains and the checker counts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::ensure;
 use herald_mock_vendor::{FaultSpec, Faults, Provider};
@@ -104,7 +104,6 @@ fn everyday_vendor() -> FaultSpec {
 
 /// Runs one scenario in a world of its own and counts it.
 pub async fn run(scenario: Scenario, herald: &std::path::Path, size: Size) -> anyhow::Result<Row> {
-    let started = Instant::now();
     let persistence = match scenario {
         Scenario::RedisRestartEmpty => Persistence::Lost,
         _ => Persistence::Kept,
@@ -118,7 +117,6 @@ pub async fn run(scenario: Scenario, herald: &std::path::Path, size: Size) -> an
     cluster.drain(&attempted, DRAIN_WITHIN).await?;
     let history = cluster.history(attempted).await?;
     let mut row = check::check(scenario.name(), &history);
-    row.took = started.elapsed();
     row.notes = std::mem::take(&mut cluster.notes);
     Ok(row)
 }
@@ -179,6 +177,7 @@ async fn inject(scenario: Scenario, cluster: &mut Cluster, size: Size) -> anyhow
                 Provider::Pingup,
                 FaultSpec {
                     error_rate: 1.0,
+                    hang_rate: 0.0,
                     ..everyday_vendor()
                 },
             );
