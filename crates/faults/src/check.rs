@@ -298,15 +298,30 @@ pub fn details(row: &Row) -> String {
     for note in &row.notes {
         let _ = writeln!(out, "  note: {note}");
     }
-    for dup in &row.duplicated {
-        let (verdict, why) = match &dup.explanation {
-            Ok(why) => ("explained", why),
-            Err(why) => ("UNEXPLAINED", why),
-        };
+    // Every explained duplicate shows its evidence; unexplained ones are
+    // all alike, so the first few make the point.
+    let unexplained = row.duplicated.iter().filter(|d| d.explanation.is_err());
+    for dup in row.duplicated.iter().filter(|d| d.explanation.is_ok()) {
+        let why = dup.explanation.as_ref().map_or("", String::as_str);
         let _ = writeln!(
             out,
-            "  duplicate {} ({}×, {verdict}): {why}",
+            "  duplicate {} ({}×, explained): {why}",
             dup.job_id, dup.acceptances
+        );
+    }
+    for dup in unexplained.clone().take(SHOWN) {
+        let why = dup.explanation.as_ref().err().map_or("", String::as_str);
+        let _ = writeln!(
+            out,
+            "  duplicate {} ({}×, UNEXPLAINED): {why}",
+            dup.job_id, dup.acceptances
+        );
+    }
+    if row.unexplained() > SHOWN {
+        let _ = writeln!(
+            out,
+            "  duplicate: … and {} more unexplained",
+            row.unexplained() - SHOWN
         );
     }
     for (what, list) in [("lost", &row.lost), ("wrong", &row.wrong)] {

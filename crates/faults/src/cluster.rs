@@ -3,7 +3,7 @@
 //! per worker process so every vendor request is known to come from one
 //! process. Everything started here is stopped when the cluster drops.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use herald_client::{Outgoing, Publisher, Topology};
 use herald_core::Config;
 use herald_core::protocol::{DEAD_QUEUE, SEND_EXCHANGE};
-use herald_mock_vendor::{Faults, MockVendor, MockVendorHandle};
+use herald_mock_vendor::{Faults, MockVendor, MockVendorHandle, Provider};
 use herald_testkit::TestEnv;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -36,7 +36,9 @@ const REDIS_PREFIX: &str = "herald:";
 
 /// Retries generous enough that a brownout or a Redis outage of the suite's
 /// length never exhausts them: a dead `retries_exhausted` is a wrong reason.
-fn config_toml(keys: &Path) -> String {
+/// The load accounts are rate-limited to `rate` (shared by the replicas),
+/// so deliveries queue up inside the workers as they would under real load.
+fn config_toml(keys: &Path, rate: f64) -> String {
     let key = |name: &str| format!("{:?}", keys.join(name).display().to_string());
     let timeout = herald_core::config::format_duration(CALL_TIMEOUT);
     let grace = herald_core::config::format_duration(SHUTDOWN_GRACE);
@@ -62,6 +64,7 @@ from = "+12025550123"
 api_key_file = {kaleyra}
 timeout = "{timeout}"
 enforce_window = false
+rate_per_second = {rate}
 
 [providers.kaleyra.{windowed}]
 base_url = "http://127.0.0.1:9"
@@ -76,6 +79,7 @@ business = "faults"
 api_key_file = {pingup}
 timeout = "{timeout}"
 enforce_window = false
+rate_per_second = {rate}
 
 [providers.payhero.default]
 base_url = "http://127.0.0.1:9"
@@ -83,6 +87,7 @@ session = "faults"
 basic_token_file = {payhero}
 timeout = "{timeout}"
 enforce_window = false
+rate_per_second = {rate}
 "#,
         windowed = load::WINDOWED_ACCOUNT,
         kaleyra = key("kaleyra.key"),
@@ -120,11 +125,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Declares the topology in a fresh vhost, starts the private Redis and
-    /// `replicas` workers, the vendor misbehaving as `faults` says.
+    /// `replicas` workers sending at most `rate` a second per load account,
+    /// the vendor misbehaving as `faults` says.
     pub async fn start(
         herald: &Path,
         persistence: Persistence,
         replicas: usize,
+        rate: f64,
         faults: Faults,
     ) -> anyhow::Result<Cluster> {
         ensure!(
@@ -141,7 +148,7 @@ impl Cluster {
         ] {
             std::fs::write(dir.path().join(file), secret).context("write a secret")?;
         }
-        let toml = config_toml(dir.path());
+        let toml = config_toml(dir.path(), rate);
         let config_path = dir.path().join("herald.toml");
         std::fs::write(&config_path, &toml).context("write the configuration")?;
         let config = Config::from_toml_with_env(&toml, &[])
@@ -274,27 +281,28 @@ impl Cluster {
             return Ok(());
         };
         let pid = process.id().context("a running worker has a pid")?;
+        let asked = Instant::now();
         if signal == Signal::SIGKILL {
             worker.killed_at = Some(Utc::now());
         }
         kill(Pid::from_raw(pid as i32), signal)?;
         let patience = SHUTDOWN_GRACE + Duration::from_secs(5);
-        match tokio::time::timeout(patience, process.wait()).await {
-            Ok(status) => {
-                let status = status?;
-                if signal == Signal::SIGTERM && !status.success() {
-                    self.notes
-                        .push(format!("{} exited {status} after SIGTERM", worker.name));
-                }
-            }
+        let note = match tokio::time::timeout(patience, process.wait()).await {
+            Ok(status) => format!(
+                "{signal} {}: exited ({}) after {} ms",
+                worker.name,
+                status?,
+                asked.elapsed().as_millis()
+            ),
             Err(_) => {
-                self.notes.push(format!(
-                    "{} still running {patience:?} after {signal}; killed",
-                    worker.name
-                ));
                 process.kill().await?;
+                format!(
+                    "{signal} {}: still running after {patience:?}; killed",
+                    worker.name
+                )
             }
-        }
+        };
+        self.notes.push(note);
         Ok(())
     }
 
@@ -423,6 +431,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// What the vendors answered, per provider and status, over every
+    /// worker's vendor: evidence that the faults bit.
+    pub fn vendor_answers(&self) -> String {
+        let mut totals: BTreeMap<Provider, BTreeMap<String, u64>> = BTreeMap::new();
+        for worker in &self.workers {
+            for (provider, stats) in worker.vendor.stats() {
+                for (status, n) in stats.statuses {
+                    *totals
+                        .entry(provider)
+                        .or_default()
+                        .entry(status)
+                        .or_default() += n;
+                }
+            }
+        }
+        let providers: Vec<String> = totals
+            .iter()
+            .map(|(provider, statuses)| {
+                let statuses: Vec<String> =
+                    statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
+                format!("{provider} {}", statuses.join(" "))
+            })
+            .collect();
+        format!("vendor answers: {}", providers.join("; "))
+    }
+
     /// What the vendors accepted, what is dead, and who was killed when.
     pub async fn history(&self, attempted: Vec<Attempted>) -> anyhow::Result<History> {
         let mut acceptances = Vec::new();
@@ -523,7 +557,7 @@ not json at all
 
     #[test]
     fn the_suite_configuration_is_valid() {
-        let toml = config_toml(Path::new("/run/keys"));
+        let toml = config_toml(Path::new("/run/keys"), 20.0);
         let config = Config::from_toml_with_env(&toml, &[]).expect("valid");
         assert_eq!(config.providers["kaleyra"].len(), 2);
     }

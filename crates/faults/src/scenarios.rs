@@ -75,6 +75,14 @@ pub struct Size {
 }
 
 impl Size {
+    /// The rate per load account at which the workers need a quarter longer
+    /// than the load window to send everything: deliveries pile up inside
+    /// the workers (up to the prefetch) while the faults happen.
+    fn rate_per_account(&self) -> f64 {
+        let seconds = self.load.as_secs_f64() * 1.25;
+        (self.jobs as f64 / load::PROVIDERS.len() as f64 / seconds).ceil()
+    }
+
     /// For CI: a few minutes for all scenarios.
     pub const SHORT: Size = Size {
         jobs: 240,
@@ -109,12 +117,15 @@ pub async fn run(scenario: Scenario, herald: &std::path::Path, size: Size) -> an
         _ => Persistence::Kept,
     };
     let faults = Faults::everywhere(everyday_vendor());
-    let mut cluster = Cluster::start(herald, persistence, REPLICAS, faults).await?;
+    let rate = size.rate_per_account();
+    let mut cluster = Cluster::start(herald, persistence, REPLICAS, rate, faults).await?;
     let attempted = match scenario {
         Scenario::DlqReplayKilled => replay_killed_midway(&mut cluster, size).await?,
         _ => under_load(scenario, &mut cluster, size).await?,
     };
     cluster.drain(&attempted, DRAIN_WITHIN).await?;
+    let answers = cluster.vendor_answers();
+    cluster.notes.push(answers);
     let history = cluster.history(attempted).await?;
     let mut row = check::check(scenario.name(), &history);
     row.notes = std::mem::take(&mut cluster.notes);
@@ -169,6 +180,11 @@ async fn inject(scenario: Scenario, cluster: &mut Cluster, size: Size) -> anyhow
             cluster.redis.stop().await?;
             tokio::time::sleep(size.outage).await;
             cluster.redis.restart().await?;
+            let outage = format!(
+                "Redis crashed (SIGKILL) and restarted after {:?}",
+                size.outage
+            );
+            cluster.notes.push(outage);
         }
         Scenario::VendorBrownout => {
             tokio::time::sleep_until(at(0, 3)).await;
