@@ -245,10 +245,14 @@ fn duplicate(job_id: &str, calls: &[&Acceptance], history: &History) -> Duplicat
 }
 
 fn unexplained(job_id: &str, calls: &[&Acceptance], why: String) -> Duplicate {
+    let trail: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{} at {}", c.by, c.at.format("%H:%M:%S%.3f")))
+        .collect();
     Duplicate {
         job_id: job_id.to_owned(),
         acceptances: calls.len(),
-        explanation: Err(why),
+        explanation: Err(format!("{why} (accepted from {})", trail.join(", "))),
     }
 }
 
