@@ -459,55 +459,48 @@ mod tests {
         assert!(!row.passed());
     }
 
-    #[test]
-    fn a_call_in_flight_at_a_sigkill_explains_its_repeat() {
+    /// Job `a` accepted from w1.1 at `first_ms`, w1.1 SIGKILLed at
+    /// `kill_ms` having logged `logged` sent, then `a` accepted from w0.0.
+    fn accepted_again_after_a_kill(
+        first_ms: i64,
+        kill_ms: i64,
+        logged: &[&str],
+    ) -> Result<String, String> {
         let mut h = history(
             vec![sent("a")],
-            vec![accepted("a", 1_000, "w1.1"), accepted("a", 3_500, "w0.0")],
+            vec![
+                accepted("a", first_ms, "w1.1"),
+                accepted("a", 9_000, "w0.0"),
+            ],
         );
-        h.kills.insert("w1.1".into(), killed(1_040, &[]));
+        h.kills.insert("w1.1".into(), killed(kill_ms, logged));
         let row = check("t", &h);
-        let why = row.duplicated[0].explanation.clone().unwrap();
+        assert_eq!(row.passed(), row.unexplained() == 0);
+        row.duplicated[0].explanation.clone()
+    }
+
+    #[test]
+    fn a_call_in_flight_at_a_sigkill_explains_its_repeat() {
+        let why = accepted_again_after_a_kill(1_000, 1_040, &[]).unwrap();
         assert!(why.contains("40 ms before its SIGKILL"), "{why}");
-        assert!(row.passed());
+        assert!(why.contains("then accepted at"), "{why}");
     }
 
     #[test]
     fn a_call_the_vendor_read_just_after_the_kill_was_still_sent_before_it() {
-        let mut h = history(
-            vec![sent("a")],
-            vec![accepted("a", 1_001, "w0.0"), accepted("a", 9_000, "w2.1")],
-        );
-        h.kills.insert("w0.0".into(), killed(1_000, &[]));
-        let why = check("t", &h).duplicated[0].explanation.clone().unwrap();
+        let why = accepted_again_after_a_kill(1_001, 1_000, &[]).unwrap();
         assert!(why.contains("-1 ms before its SIGKILL"), "{why}");
     }
 
     #[test]
     fn a_call_long_before_the_kill_does_not_explain_a_repeat() {
-        let mut h = history(
-            vec![sent("a")],
-            vec![accepted("a", 0, "w1.1"), accepted("a", 9_000, "w0.0")],
-        );
-        h.kills.insert("w1.1".into(), killed(5_000, &[]));
-        let why = check("t", &h).duplicated[0]
-            .explanation
-            .clone()
-            .unwrap_err();
+        let why = accepted_again_after_a_kill(0, 5_000, &[]).unwrap_err();
         assert!(why.contains("outside the 2000 ms call window"), "{why}");
     }
 
     #[test]
     fn a_send_the_killed_worker_logged_does_not_explain_a_repeat() {
-        let mut h = history(
-            vec![sent("a")],
-            vec![accepted("a", 1_000, "w1.1"), accepted("a", 3_000, "w0.0")],
-        );
-        h.kills.insert("w1.1".into(), killed(1_100, &["a"]));
-        let why = check("t", &h).duplicated[0]
-            .explanation
-            .clone()
-            .unwrap_err();
+        let why = accepted_again_after_a_kill(1_000, 1_100, &["a"]).unwrap_err();
         assert!(why.contains("logged it sent"), "{why}");
     }
 

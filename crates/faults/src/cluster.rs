@@ -4,6 +4,7 @@
 //! process. Everything started here is stopped when the cluster drops.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,7 +43,32 @@ fn config_toml(keys: &Path, rate: f64) -> String {
     let key = |name: &str| format!("{:?}", keys.join(name).display().to_string());
     let timeout = herald_core::config::format_duration(CALL_TIMEOUT);
     let grace = herald_core::config::format_duration(SHUTDOWN_GRACE);
-    format!(
+    let load = format!("enforce_window = false\nrate_per_second = {rate}\n");
+    let kaleyra = format!(
+        "sid = \"HXFAULTS\"\nfrom = \"+12025550123\"\napi_key_file = {}\n",
+        key("kaleyra.key")
+    );
+    let accounts = [
+        ("kaleyra", "default", format!("{kaleyra}{load}")),
+        ("kaleyra", load::WINDOWED_ACCOUNT, kaleyra.clone()),
+        (
+            "pingup",
+            "default",
+            format!(
+                "business = \"faults\"\napi_key_file = {}\n{load}",
+                key("pingup.key")
+            ),
+        ),
+        (
+            "payhero",
+            "default",
+            format!(
+                "session = \"faults\"\nbasic_token_file = {}\n{load}",
+                key("payhero.key")
+            ),
+        ),
+    ];
+    let mut toml = format!(
         r#"[http]
 listen = "127.0.0.1:0"
 
@@ -56,44 +82,17 @@ max_attempts = 20
 
 [worker]
 shutdown_grace = "{grace}"
-
-[providers.kaleyra.default]
-base_url = "http://127.0.0.1:9"
-sid = "HXFAULTS"
-from = "+12025550123"
-api_key_file = {kaleyra}
-timeout = "{timeout}"
-enforce_window = false
-rate_per_second = {rate}
-
-[providers.kaleyra.{windowed}]
-base_url = "http://127.0.0.1:9"
-sid = "HXFAULTS"
-from = "+12025550123"
-api_key_file = {kaleyra}
-timeout = "{timeout}"
-
-[providers.pingup.default]
-base_url = "http://127.0.0.1:9"
-business = "faults"
-api_key_file = {pingup}
-timeout = "{timeout}"
-enforce_window = false
-rate_per_second = {rate}
-
-[providers.payhero.default]
-base_url = "http://127.0.0.1:9"
-session = "faults"
-basic_token_file = {payhero}
-timeout = "{timeout}"
-enforce_window = false
-rate_per_second = {rate}
-"#,
-        windowed = load::WINDOWED_ACCOUNT,
-        kaleyra = key("kaleyra.key"),
-        pingup = key("pingup.key"),
-        payhero = key("payhero.key"),
-    )
+"#
+    );
+    // Each worker process gets its own vendor through
+    // HERALD_PROVIDERS__<provider>__<account>__base_url.
+    for (provider, account, settings) in accounts {
+        let _ = write!(
+            toml,
+            "\n[providers.{provider}.{account}]\nbase_url = \"http://127.0.0.1:9\"\ntimeout = \"{timeout}\"\n{settings}"
+        );
+    }
+    toml
 }
 
 /// One `herald worker` process and the mock vendor only it talks to.
