@@ -460,6 +460,7 @@ impl Cluster {
     pub async fn history(&self, attempted: Vec<Attempted>) -> anyhow::Result<History> {
         let mut acceptances = Vec::new();
         let mut kills = HashMap::new();
+        let mut logged_any = false;
         for worker in &self.workers {
             for request in worker.vendor.requests() {
                 if request.status != Some(200) {
@@ -474,13 +475,21 @@ impl Cluster {
                     by: worker.name.clone(),
                 });
             }
+            let log = std::fs::read_to_string(&worker.log)
+                .with_context(|| format!("read {}", worker.log.display()))?;
+            let logged_sent = sent_in_log(&log);
+            logged_any |= !logged_sent.is_empty();
             if let Some(at) = worker.killed_at {
-                let log = std::fs::read_to_string(&worker.log)
-                    .with_context(|| format!("read {}", worker.log.display()))?;
-                let logged_sent = sent_in_log(&log);
                 kills.insert(worker.name.clone(), Kill { at, logged_sent });
             }
         }
+        // The SIGKILL criterion reads the logs: a log format that no longer
+        // says `sent` must stop the run, not explain every duplicate.
+        ensure!(
+            logged_any || acceptances.is_empty(),
+            "the vendors accepted {} requests but no worker log has a `sent` line (message \"sent\", field job_id): did the log format change?",
+            acceptances.len()
+        );
         let letters = herald_dlq::collect(&self.connection, &Default::default())
             .await?
             .into_iter()
