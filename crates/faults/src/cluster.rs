@@ -181,6 +181,13 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Keeps the configuration, the worker logs and Redis's files after
+    /// the cluster is gone, for a failed scenario to be looked into.
+    pub fn keep_files(&mut self) -> PathBuf {
+        self.dir.disable_cleanup(true);
+        self.dir.path().to_owned()
+    }
+
     /// A producer on the cluster's connection (publishes with confirms).
     pub async fn producer(&self) -> anyhow::Result<Producer> {
         Ok(Producer {
@@ -281,15 +288,17 @@ impl Cluster {
         };
         let pid = process.id().context("a running worker has a pid")?;
         let asked = Instant::now();
+        let asked_at = Utc::now();
         if signal == Signal::SIGKILL {
-            worker.killed_at = Some(Utc::now());
+            worker.killed_at = Some(asked_at);
         }
         kill(Pid::from_raw(pid as i32), signal)?;
         let patience = SHUTDOWN_GRACE + Duration::from_secs(5);
         let note = match tokio::time::timeout(patience, process.wait()).await {
             Ok(status) => format!(
-                "{signal} {}: exited ({}) after {} ms",
+                "{signal} {} at {}: exited ({}) after {} ms",
                 worker.name,
+                asked_at.format("%H:%M:%S%.3f"),
                 status?,
                 asked.elapsed().as_millis()
             ),

@@ -128,6 +128,11 @@ pub async fn run(scenario: Scenario, herald: &std::path::Path, size: Size) -> an
     cluster.notes.push(answers);
     let history = cluster.history(attempted).await?;
     let mut row = check::check(scenario.name(), &history);
+    if !row.passed() {
+        let kept = cluster.keep_files();
+        let kept = format!("logs and configuration kept in {}", kept.display());
+        cluster.notes.push(kept);
+    }
     row.notes = std::mem::take(&mut cluster.notes);
     Ok(row)
 }
