@@ -18,17 +18,25 @@
 //! - `inbound:<provider>:<account>:<digits>` = epoch ms, only moves forward,
 //!   expires window + 1 h after the stored time
 //! - `pause:<provider>:<account>`, TTL = the pause
+//! - `vmsg:<provider>:<vendor message id>` = job id, and `status:<job id>` =
+//!   the job's lifecycle record (a hash), both TTL = idempotency horizon
+//! - `held` = statuses whose vendor id is not correlated yet (a sorted set
+//!   scored by when they came), kept up to 10 minutes
 //! - `webhook:<provider>:<account>:<message id>`, TTL = longer than the
 //!   vendor retries a webhook (de-duplicates redelivered webhooks)
 //! - `rate:<provider>:<account>`, `pace:<provider>:<account>:<digits>` = GCRA
 //!   theoretical arrival time in µs, expiring once idle
 
+mod lifecycle;
 mod limit;
 mod memory;
 mod state;
 mod store;
 mod window;
 
+pub use lifecycle::{
+    Acceptance, Applied, Change, HOLD_FOR, Lifecycle, Moment, State, StatusReport, Sweep, change,
+};
 pub use limit::{FALLBACK_SHARE, Limiter, REDIS_RETRY_INTERVAL, Rate, RecipientPacer};
 pub use memory::MemoryState;
 pub use state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};

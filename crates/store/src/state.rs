@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use herald_core::config::WindowConfig;
 
-use crate::{Contact, Rate, StoreError};
+use crate::{Acceptance, Contact, Rate, StoreError};
 
 /// One delivery's right to call the vendor for a job. Redis keeps it with a
 /// TTL, so a worker that dies holding one blocks the job only that long;
@@ -108,12 +108,13 @@ pub trait SendState: Send + Sync + 'static {
         admit: &Admit<'_>,
     ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
 
-    /// Remembers the job as sent for `remember_for` and releases the claim
-    /// if it is still this delivery's.
+    /// Remembers the job as sent for `remember_for`, with its lifecycle
+    /// record and vendor id correlation (CONTRACT §10), and releases the
+    /// claim if it is still this delivery's.
     fn record_sent(
         &self,
         claim: Claim,
-        vendor_message_id: Option<&str>,
+        acceptance: &Acceptance<'_>,
         remember_for: Duration,
     ) -> impl Future<Output = Result<Recorded, Unrecorded>> + Send;
 

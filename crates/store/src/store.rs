@@ -10,6 +10,7 @@ use herald_core::config::WindowConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError, RedisResult, RetryMethod, Script};
 
+use crate::lifecycle::Acceptance;
 use crate::state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};
 use crate::window::{inbound_time, oldest_open_inbound};
 
@@ -94,7 +95,7 @@ pub struct Contact {
 /// Cluster mode (CONTRACT §13) `key` is where an account's hash tag goes,
 /// so that one script may touch a job's keys and its account's together.
 #[derive(Debug, Clone)]
-struct Keys {
+pub(crate) struct Keys {
     prefix: Arc<str>,
 }
 
@@ -138,6 +139,24 @@ impl Keys {
         self.key(&["pace", &c.provider, &c.account, &c.digits])
     }
 
+    pub(crate) fn vmsg(&self, provider: &str, vendor_message_id: &str) -> String {
+        self.key(&["vmsg", provider, vendor_message_id])
+    }
+
+    pub(crate) fn status(&self, job_id: &str) -> String {
+        self.key(&["status", job_id])
+    }
+
+    pub(crate) fn held(&self) -> String {
+        self.key(&["held"])
+    }
+
+    /// Scripts build the keys they find by reading (a job's record from its
+    /// correlation) from this.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn webhook(&self, provider: &str, account: &str, message_id: &str) -> String {
         self.key(&["webhook", provider, account, message_id])
     }
@@ -149,7 +168,7 @@ impl Keys {
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
-    keys: Keys,
+    pub(crate) keys: Keys,
 }
 
 impl fmt::Debug for Store {
@@ -198,7 +217,11 @@ impl Store {
     /// makes the manager reconnect in the background while still failing the
     /// command that met it, so that command is retried once on the new
     /// connection.
-    async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        op: F,
+    ) -> Result<T, StoreError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -353,25 +376,35 @@ impl Store {
     async fn record_claimed(
         &self,
         claim: Claim,
-        vendor_message_id: Option<&str>,
+        acceptance: &Acceptance<'_>,
         remember_for: Duration,
     ) -> Result<Recorded, Unrecorded> {
+        let job = acceptance.job;
+        let vendor_message_id = acceptance.vendor_message_id.unwrap_or("");
         let keys = [
             self.keys.sent(claim.job_id()),
             self.keys.inflight(claim.job_id()),
+            self.keys.vmsg(&job.provider, vendor_message_id),
+            self.keys.status(claim.job_id()),
         ];
+        let fields = acceptance.fields();
         let answer: Result<(i64, String), StoreError> = self
             .run("record the send", |mut conn| {
-                let (keys, claim) = (&keys, &claim);
+                let (keys, claim, fields) = (&keys, &claim, &fields);
                 async move {
-                    RECORD
-                        .key(&keys[0])
-                        .key(&keys[1])
+                    let mut script = RECORD.prepare_invoke();
+                    for key in keys {
+                        script.key(key);
+                    }
+                    script
                         .arg(claim.token())
-                        .arg(vendor_message_id.unwrap_or(""))
+                        .arg(vendor_message_id)
                         .arg(millis(remember_for))
-                        .invoke_async(&mut conn)
-                        .await
+                        .arg(claim.job_id());
+                    for (name, value) in fields {
+                        script.arg(*name).arg(value);
+                    }
+                    script.invoke_async(&mut conn).await
                 }
             })
             .await;
@@ -620,11 +653,10 @@ impl SendState for Store {
     async fn record_sent(
         &self,
         claim: Claim,
-        vendor_message_id: Option<&str>,
+        acceptance: &Acceptance<'_>,
         remember_for: Duration,
     ) -> Result<Recorded, Unrecorded> {
-        self.record_claimed(claim, vendor_message_id, remember_for)
-            .await
+        self.record_claimed(claim, acceptance, remember_for).await
     }
 
     async fn release(&self, claim: Claim) -> Result<(), StoreError> {

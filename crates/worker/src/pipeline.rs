@@ -29,8 +29,8 @@ use tracing::{error, info, warn};
 
 use herald_core::{Config, DeadReason, Job, Message};
 use herald_store::{
-    Admission, Admit, Claim, Contact, Recorded, SendState, Store, StoreError, Unrecorded,
-    WindowState,
+    Acceptance, Admission, Admit, Claim, Contact, Recorded, SendState, Store, StoreError,
+    Unrecorded, WindowState,
 };
 use herald_vendors::{RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
 
@@ -179,8 +179,14 @@ impl<S: SendState> Pipeline<S> {
                 Next::Settle(Outcome::Sent {
                     vendor_message_id, ..
                 }) => {
-                    self.record_sent(claim, job, vendor_message_id.as_deref())
-                        .await;
+                    let acceptance = Acceptance {
+                        job,
+                        vendor_message_id: vendor_message_id.as_deref(),
+                        attempts: calls.attempts,
+                        fallback_used,
+                        at: Utc::now(),
+                    };
+                    self.record_sent(claim, &acceptance).await;
                     return Ok(Outcome::Sent {
                         vendor_message_id,
                         fallback_used,
@@ -382,7 +388,8 @@ impl<S: SendState> Pipeline<S> {
     /// Remembers the send. The vendor accepted the message, so this is
     /// tried until Redis takes it (for as long as a delivery may be held):
     /// without the record a redelivered copy would be sent again.
-    async fn record_sent(&self, claim: Claim, job: &Job, vendor_message_id: Option<&str>) {
+    async fn record_sent(&self, claim: Claim, acceptance: &Acceptance<'_>) {
+        let job = acceptance.job;
         let remember_for = self.config.idempotency.ttl;
         let held_since = Instant::now();
         let mut delays = redis_backoff();
@@ -390,7 +397,7 @@ impl<S: SendState> Pipeline<S> {
         loop {
             match self
                 .state
-                .record_sent(claim, vendor_message_id, remember_for)
+                .record_sent(claim, acceptance, remember_for)
                 .await
             {
                 Ok(Recorded::First) => return,
