@@ -55,14 +55,17 @@ pub fn read(provider: &str, payload: &Value) -> Result<Callback, Vec<Problem>> {
     }
 }
 
-fn is_meta_style(payload: &Value) -> bool {
+pub(crate) fn is_meta_style(payload: &Value) -> bool {
     ["entry", "messages", "statuses"]
         .iter()
         .any(|key| payload.get(key).is_some_and(Value::is_array))
 }
 
-fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
-    let values: Vec<(String, &Value)> = match payload.get("entry").and_then(Value::as_array) {
+/// Every `value` of a Meta-style callback with the path naming it in
+/// problems: `entry[].changes[].value`, or the payload itself when a vendor
+/// relays the value alone (Kaleyra). Shared by messages and statuses.
+pub(crate) fn meta_values(payload: &Value) -> Vec<(String, &Value)> {
+    match payload.get("entry").and_then(Value::as_array) {
         Some(entries) => entries
             .iter()
             .enumerate()
@@ -78,7 +81,11 @@ fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
             })
             .collect(),
         None => vec![(String::new(), payload)],
-    };
+    }
+}
+
+fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
+    let values = meta_values(payload);
     let mut messages = Vec::new();
     let mut problems = Vec::new();
     for (path, value) in values {
@@ -226,7 +233,7 @@ impl Fields<'_> {
 }
 
 /// A string or a number, as text: vendors send ids and numbers either way.
-fn scalar(value: &Value) -> Option<String> {
+pub(crate) fn scalar(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.trim().to_owned()),
         Value::Number(n) => Some(n.to_string()),
@@ -258,7 +265,7 @@ pub fn vendor_time(value: &Value) -> Option<DateTime<Utc>> {
         })
 }
 
-fn problem(field: &str, problem: impl Into<String>) -> Problem {
+pub(crate) fn problem(field: &str, problem: impl Into<String>) -> Problem {
     Problem {
         field: field.to_owned(),
         problem: problem.into(),

@@ -17,6 +17,8 @@ pub mod hooks;
 mod inbound;
 mod messages;
 mod metrics;
+mod status_hooks;
+mod statuses;
 mod webhook;
 
 use std::future::Future;
@@ -37,6 +39,7 @@ use herald_store::Store;
 use auth::{WebhookSecrets, api_token};
 use broker::Broker;
 use error::ApiError;
+pub use statuses::story;
 
 /// Largest request body accepted; larger ones are answered `413`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -44,9 +47,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The running API's state: configuration, secrets, and its connections to
 /// the broker and Redis. Cheap to clone.
 #[derive(Clone)]
-pub struct Api(Arc<Inner>);
+pub struct Api(pub(crate) Arc<Inner>);
 
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
     token: Secret,
     webhook_secrets: WebhookSecrets,
@@ -62,6 +65,7 @@ impl Api {
         let webhook_secrets = WebhookSecrets::from_config(&config)?;
         // Installed before anything counts, so no count is lost.
         metrics::handle();
+        metrics::lifecycle_init(config.providers.keys());
         let broker = Broker::connect(&config.amqp.url, Topology::from_config(&config))
             .await
             .with_context(|| {
@@ -73,19 +77,23 @@ impl Api {
         let store = Store::connect(&config.redis.url, &config.redis.prefix)
             .await
             .context("cannot reach Redis (configuration key redis.url)")?;
-        Ok(Api(Arc::new(Inner {
+        let api = Api(Arc::new(Inner {
             config,
             token,
             webhook_secrets,
             broker,
             store,
-        })))
+        }));
+        statuses::sweep_held(api.downgrade());
+        Ok(api)
     }
 
     /// Every route of CONTRACT §7.
     pub fn router(&self) -> Router {
         let authenticated = Router::new()
             .route("/v1/messages", post(messages::post))
+            .route("/v1/messages/{id}", get(statuses::get))
+            .route("/v1/statuses", post(statuses::post))
             .route("/v1/inbound", post(inbound::post))
             .route(
                 "/v1/window/{provider}/{account}/{contact}",

@@ -21,7 +21,7 @@ use crate::auth::WEBHOOK_SECRET_HEADER;
 use crate::error::{self, ApiError};
 use crate::hooks::{self, Callback};
 use crate::inbound::record;
-use crate::{Api, metrics};
+use crate::{Api, metrics, status_hooks, statuses};
 
 /// How long a message id is remembered: longer than any vendor keeps
 /// retrying a webhook (Meta retries for up to 7 days).
@@ -42,26 +42,40 @@ pub async fn post(
             refusal.into_error(&provider, &account)
         })?;
     let body = error::body(body)?;
-    let callback = payload(&headers, &body)
+    let unreadable = |problems: Vec<herald_core::Problem>| {
+        let problems = problems
+            .into_iter()
+            .map(|p| error::problem(&p.field, p.problem))
+            .collect();
+        ApiError::invalid(
+            format!("not a {provider} callback Herald can read"),
+            problems,
+        )
+    };
+    // Both read before anything is changed: a malformed callback changes nothing.
+    let (statuses, callback) = payload(&headers, &body)
         .and_then(|payload| {
-            hooks::read(&provider, &payload).map_err(|problems| {
-                let problems = problems
-                    .into_iter()
-                    .map(|p| error::problem(&p.field, p.problem))
-                    .collect();
-                ApiError::invalid(
-                    format!("not a {provider} callback Herald can read"),
-                    problems,
-                )
-            })
+            let statuses = status_hooks::read(&payload).map_err(unreadable)?;
+            match hooks::read(&provider, &payload) {
+                Ok(callback) => Ok((statuses, callback)),
+                Err(_) if !statuses.is_empty() => {
+                    Ok((statuses, Callback::NotInbound("a status callback".into())))
+                }
+                Err(problems) => Err(unreadable(problems)),
+            }
         })
         .inspect_err(|_| metrics::webhook(&provider, "invalid"))?;
+    let statuses = statuses::apply_webhook(&api, &provider, &account, statuses).await?;
     let messages = match callback {
         Callback::NotInbound(why) => {
             metrics::webhook(&provider, "not_inbound");
+            let note = if statuses.is_empty() {
+                format!("nothing recorded: {why}")
+            } else {
+                "statuses applied".to_owned()
+            };
             return Ok(Json(json!({
-                "recorded": [], "duplicates": [],
-                "note": format!("nothing recorded: {why}"),
+                "recorded": [], "duplicates": [], "statuses": statuses, "note": note,
             })));
         }
         Callback::Messages(messages) => messages,
@@ -128,7 +142,7 @@ pub async fn post(
         )
     };
     Ok(Json(
-        json!({ "recorded": recorded, "duplicates": duplicates, "note": note }),
+        json!({ "recorded": recorded, "duplicates": duplicates, "statuses": statuses, "note": note }),
     ))
 }
 

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod dlq;
 pub mod enqueue;
 pub mod mock_vendor;
+pub mod status;
 pub mod topology;
 pub mod window;
 pub mod worker;

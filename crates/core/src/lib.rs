@@ -11,4 +11,4 @@ pub mod protocol;
 
 pub use config::{AccountConfig, Config, ConfigError, RateScope, Secret};
 pub use job::{Job, JobErrors, MediaKind, Message, Problem, TemplateHeader};
-pub use protocol::{DeadReason, Event, EventStatus};
+pub use protocol::{DeadReason, Event, EventStatus, LifecycleEvent};
