@@ -4,6 +4,7 @@
 
 mod dlq;
 mod enqueue;
+mod lifecycle;
 mod mock_vendor;
 mod rate_limit;
 mod support;
