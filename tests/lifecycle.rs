@@ -168,6 +168,24 @@ async fn a_sent_message_is_followed_to_read_with_one_event_per_step() {
         .collect();
     assert_eq!(states, ["accepted", "delivered", "read", "sent"]);
 
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "herald_lifecycle_total{provider=\"kaleyra\",state=\"delivered\"} 1",
+        "herald_lifecycle_total{provider=\"kaleyra\",state=\"read\"} 1",
+        "herald_lifecycle_total{provider=\"kaleyra\",state=\"failed\"} 0",
+        "herald_time_to_delivered_seconds_count{provider=\"kaleyra\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+
     let out = api.config.run(&["status", "order-1", "--json"]);
     let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(printed, story, "the CLI tells the same story");
@@ -350,5 +368,70 @@ async fn an_opt_out_failure_suppresses_the_contact() {
         h.vendor_calls().await,
         1,
         "no vendor call for the suppressed contact"
+    );
+}
+
+#[tokio::test]
+async fn a_suppressed_contact_is_refused_until_released_by_api_or_cli() {
+    let mut h = Harness::start(FAST_RETRY, "").await;
+    h.vendor_answers(kaleyra_ok()).await;
+    open_window(&h).await;
+    let api = ApiProcess::start(&h).await;
+    let who = json!({"provider": "kaleyra", "contact": "+254712345678"});
+    let (status, body) = api.post("/v1/suppressions", &who).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .post(
+            "/v1/suppressions",
+            &json!({"provider": "kaleyra", "contact": "0712"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["problems"][0]["field"], "contact");
+
+    let listed = api
+        .config
+        .run(&["suppress", "list", "--provider", "kaleyra", "--json"]);
+    let line: Value = serde_json::from_slice(&listed.stdout).expect("one JSON line");
+    assert_eq!(line["contact"], "+254712345678");
+
+    h.publish(&text_job("blocked-1")).await;
+    let (dead, _) = h.event_with(EventStatus::Dead, WAIT).await;
+    assert_eq!(dead.reason, Some(herald_core::DeadReason::Suppressed));
+    assert_eq!(h.vendor_calls().await, 0);
+
+    let release = |api: &ApiProcess| {
+        api.http
+            .delete(api.url("/v1/suppressions/kaleyra/default/254712345678"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    assert_eq!(release(&api).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(release(&api).await.unwrap().status(), StatusCode::NOT_FOUND);
+    sent(&mut h, &text_job("allowed-1")).await;
+
+    let cli = |verb: &str| {
+        api.config.run(&[
+            "suppress",
+            verb,
+            "--provider",
+            "kaleyra",
+            "--contact",
+            "+254712345678",
+        ])
+    };
+    assert!(cli("add").status.success());
+    let (_, body) = ApiProcess::answer(
+        api.http
+            .get(api.url("/v1/suppressions/kaleyra/default"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(body["suppressed"][0]["contact"], "+254712345678", "{body}");
+    assert!(cli("remove").status.success());
+    assert_eq!(
+        cli("remove").status.code(),
+        Some(3),
+        "not suppressed any more"
     );
 }

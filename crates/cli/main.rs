@@ -53,6 +53,9 @@ enum Command {
     /// What happened to one message: state, attempts, fallback, timeline
     /// (exit code 3 for a message Herald does not know).
     Status(cmd::status::Args),
+    /// Suppress, release and list opted-out contacts.
+    #[command(subcommand)]
+    Suppress(cmd::suppress::Command),
     /// Inspect, replay, purge, export and import dead letters.
     #[command(subcommand)]
     Dlq(cmd::dlq::Command),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Command::Inbound(command) => cmd::window::run_inbound(command, config).await,
             Command::Window(command) => cmd::window::run_window(command, config).await,
             Command::Status(args) => cmd::status::run(args, config).await,
+            Command::Suppress(command) => cmd::suppress::run(command, config).await,
             Command::Dlq(command) => cmd::dlq::run(command, config).await,
             Command::MockVendor(args) => cmd::mock_vendor::run(args).await,
             Command::Bench(command) => cmd::bench::run(command, config).await,

@@ -19,6 +19,7 @@ mod messages;
 mod metrics;
 mod status_hooks;
 mod statuses;
+mod suppressions;
 mod webhook;
 
 use std::future::Future;
@@ -94,6 +95,15 @@ impl Api {
             .route("/v1/messages", post(messages::post))
             .route("/v1/messages/{id}", get(statuses::get))
             .route("/v1/statuses", post(statuses::post))
+            .route("/v1/suppressions", post(suppressions::post))
+            .route(
+                "/v1/suppressions/{provider}/{account}",
+                get(suppressions::list),
+            )
+            .route(
+                "/v1/suppressions/{provider}/{account}/{contact}",
+                axum::routing::delete(suppressions::delete),
+            )
             .route("/v1/inbound", post(inbound::post))
             .route(
                 "/v1/window/{provider}/{account}/{contact}",

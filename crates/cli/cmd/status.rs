@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use herald_store::Store;
 
-/// Exit code for a job Herald does not know (never accepted, or forgotten).
-pub const UNKNOWN_JOB: u8 = 3;
+/// Exit code for something Herald does not know: a job never accepted (or
+/// forgotten), a contact that is not suppressed.
+pub const NOT_FOUND: u8 = 3;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,7 +35,7 @@ pub async fn run(args: Args, config: Option<&Path>) -> anyhow::Result<ExitCode> 
             "herald: no message {:?} is known (never accepted by a vendor, or older than the idempotency horizon)",
             args.id
         );
-        return Ok(ExitCode::from(UNKNOWN_JOB));
+        return Ok(ExitCode::from(NOT_FOUND));
     };
     if args.json {
         println!("{}", herald_api::story(&lifecycle));

@@ -29,13 +29,13 @@ pub enum WindowCommand {
 pub struct ContactArgs {
     /// The provider, e.g. kaleyra.
     #[arg(long)]
-    provider: String,
+    pub provider: String,
     /// The provider account.
     #[arg(long, default_value = "default")]
-    account: String,
+    pub account: String,
     /// The customer, in E.164 (`+` then 8–15 digits).
     #[arg(long, value_parser = e164)]
-    contact: String,
+    pub contact: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,7 +128,7 @@ pub async fn run_window(command: WindowCommand, config: Option<&Path>) -> anyhow
 
 /// The contact, once its account is known to be configured: a window kept
 /// for an account that does not exist is a typo nobody would notice.
-fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Contact> {
+pub fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Contact> {
     if config.account(&who.provider, &who.account).is_none() {
         bail!(
             "no account `{}` of provider `{}` in the configuration (expected [providers.{}.{}])",
@@ -145,7 +145,7 @@ fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Cont
     })
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Store> {
+pub async fn connect(config: &Config) -> anyhow::Result<Store> {
     Store::connect(&config.redis.url, &config.redis.prefix)
         .await
         .context("cannot reach Redis (configuration key redis.url)")

@@ -548,6 +548,68 @@ impl Store {
         .await
     }
 
+    /// Releases a suppressed contact; `false` when it was not suppressed.
+    pub async fn release_suppression(&self, contact: &Contact) -> Result<bool, StoreError> {
+        let key = self.keys.suppressed(contact);
+        let removed: u32 = self
+            .run("release the suppression", |mut conn| {
+                let key = &key;
+                async move { redis::cmd("DEL").arg(key).query_async(&mut conn).await }
+            })
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Every suppressed contact of an account, with when it was suppressed
+    /// (epoch ms), by digits. Walks the keys with `SCAN`, so a long list does
+    /// not block Redis.
+    pub async fn suppressed(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let any = Contact {
+            provider: provider.to_owned(),
+            account: account.to_owned(),
+            digits: String::new(),
+        };
+        let prefix = self.keys.suppressed(&any);
+        let pattern = format!("{prefix}*");
+        let keys: Vec<String> = self
+            .run("list the suppressed contacts", |mut conn| {
+                let pattern = &pattern;
+                async move {
+                    let mut keys = Vec::new();
+                    let mut cursor = 0_u64;
+                    loop {
+                        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await?;
+                        keys.extend(batch);
+                        if next == 0 {
+                            return Ok(keys);
+                        }
+                        cursor = next;
+                    }
+                }
+            })
+            .await?;
+        let mut contacts = Vec::with_capacity(keys.len());
+        for key in keys {
+            let since: Option<i64> = self.get("read a suppression", &key).await?;
+            if let (Some(digits), Some(since)) = (key.strip_prefix(&prefix), since) {
+                contacts.push((digits.to_owned(), since));
+            }
+        }
+        contacts.sort();
+        Ok(contacts)
+    }
+
     // ----- webhook de-duplication: `webhook:<provider>:<account>:<message id>` -----
 
     /// Marks a vendor's message id as seen for `remember_for`; `true` the
