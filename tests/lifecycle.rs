@@ -399,6 +399,9 @@ async fn a_suppressed_contact_is_refused_until_released_by_api_or_cli() {
     let (dead, _) = h.event_with(EventStatus::Dead, WAIT).await;
     assert_eq!(dead.reason, Some(herald_core::DeadReason::Suppressed));
     assert_eq!(h.vendor_calls().await, 0);
+    let story = api.wait_for_state("blocked-1", "failed").await;
+    assert_eq!(story["dead_reason"], "suppressed", "{story}");
+    assert_eq!(story["accepted_at"], Value::Null);
 
     let release = |api: &ApiProcess| {
         api.http

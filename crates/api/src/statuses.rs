@@ -192,10 +192,8 @@ pub async fn apply(api: &Api, report: StatusReport) -> Result<Value, ApiError> {
     };
     if change != Change::Repeated {
         metrics::lifecycle(&report.provider, report.state);
-        if report.state == State::Delivered {
-            let took = (report.at - lifecycle.accepted_at)
-                .to_std()
-                .unwrap_or_default();
+        if let (State::Delivered, Some(accepted_at)) = (report.state, lifecycle.accepted_at) {
+            let took = (report.at - accepted_at).to_std().unwrap_or_default();
             metrics::time_to_delivered(&report.provider, took);
         }
     }
@@ -339,8 +337,8 @@ pub fn story(lifecycle: &Lifecycle) -> Value {
         "vendor_message_id": lifecycle.vendor_message_id,
         "attempts": lifecycle.attempts,
         "fallback_used": lifecycle.fallback_used,
-        "dead_reason": null,
-        "accepted_at": rfc3339(lifecycle.accepted_at),
+        "dead_reason": lifecycle.dead_reason,
+        "accepted_at": lifecycle.accepted_at.map(rfc3339),
         "timeline": lifecycle.timeline,
     })
 }

@@ -35,7 +35,8 @@ mod store;
 mod window;
 
 pub use lifecycle::{
-    Acceptance, Applied, Change, HOLD_FOR, Lifecycle, Moment, State, StatusReport, Sweep, change,
+    Acceptance, Applied, Change, Death, HOLD_FOR, Lifecycle, Moment, State, StatusReport, Sweep,
+    change,
 };
 pub use limit::{FALLBACK_SHARE, Limiter, REDIS_RETRY_INTERVAL, Rate, RecipientPacer};
 pub use memory::MemoryState;

@@ -162,7 +162,10 @@ pub struct Lifecycle {
     pub vendor_message_id: Option<String>,
     pub attempts: u32,
     pub fallback_used: bool,
-    pub accepted_at: DateTime<Utc>,
+    /// `None` for a job dead-lettered before any vendor accepted it.
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// Why the job was dead-lettered (CONTRACT §3), when it was.
+    pub dead_reason: Option<String>,
     pub timeline: Vec<Moment>,
 }
 
@@ -180,26 +183,68 @@ pub struct Acceptance<'a> {
 impl Acceptance<'_> {
     /// The record's fields, as `HSET` takes them (and the memory twin keeps them).
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let accepted = Moment {
-            state: State::Accepted,
-            at: rfc3339(self.at),
-            detail: None,
-        };
-        vec![
-            ("job", to_json(self.job)),
-            ("state", State::Accepted.as_str().to_owned()),
-            ("rank", State::Accepted.rank().to_string()),
-            ("seen", format!("|{}|", State::Accepted)),
+        let mut fields = record_fields(self.job, State::Accepted, self.attempts, self.at, None);
+        fields.extend([
             (
                 "vendor_message_id",
                 self.vendor_message_id.unwrap_or("").to_owned(),
             ),
-            ("attempts", self.attempts.to_string()),
             ("fallback_used", u8::from(self.fallback_used).to_string()),
             ("accepted_at", self.at.timestamp_millis().to_string()),
-            ("timeline", to_json(&[accepted])),
-        ]
+        ]);
+        fields
     }
+}
+
+/// A job dead-lettered before any vendor accepted it, so that its story
+/// can be told too (`dead_reason`, state `failed`).
+#[derive(Debug, Clone, Copy)]
+pub struct Death<'a> {
+    pub job: &'a Job,
+    /// The dead-letter reason's code (CONTRACT §3).
+    pub reason: &'a str,
+    pub detail: &'a str,
+    pub attempts: u32,
+    pub at: DateTime<Utc>,
+}
+
+impl Death<'_> {
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let detail = format!("{}: {}", self.reason, self.detail);
+        let mut fields = record_fields(
+            self.job,
+            State::Failed,
+            self.attempts,
+            self.at,
+            Some(detail),
+        );
+        fields.push(("dead_reason", self.reason.to_owned()));
+        fields
+    }
+}
+
+/// The fields every record starts with: the job, its first state and the
+/// timeline holding it.
+fn record_fields(
+    job: &Job,
+    state: State,
+    attempts: u32,
+    at: DateTime<Utc>,
+    detail: Option<String>,
+) -> Vec<(&'static str, String)> {
+    let first = Moment {
+        state,
+        at: rfc3339(at),
+        detail,
+    };
+    vec![
+        ("job", to_json(job)),
+        ("state", state.as_str().to_owned()),
+        ("rank", state.rank().to_string()),
+        ("seen", format!("|{state}|")),
+        ("attempts", attempts.to_string()),
+        ("timeline", to_json(&[first])),
+    ]
 }
 
 /// Serialises what Herald itself built; it cannot fail.
@@ -218,7 +263,10 @@ pub(crate) fn lifecycle_from_fields(fields: &HashMap<String, String>) -> Option<
             .map(str::to_owned),
         attempts: get("attempts")?.parse().ok()?,
         fallback_used: get("fallback_used") == Some("1"),
-        accepted_at: DateTime::from_timestamp_millis(get("accepted_at")?.parse().ok()?)?,
+        accepted_at: get("accepted_at")
+            .and_then(|ms| ms.parse().ok())
+            .and_then(DateTime::from_timestamp_millis),
+        dead_reason: get("dead_reason").map(str::to_owned),
         timeline: serde_json::from_str(get("timeline")?).ok()?,
     })
 }
@@ -314,6 +362,31 @@ impl Store {
                     .arg("fallback_job")
                     .query_async::<()>(&mut conn)
                     .await
+            }
+        })
+        .await
+    }
+
+    /// Records a job's dead letter as its lifecycle, for the horizon.
+    pub async fn record_dead(
+        &self,
+        death: &Death<'_>,
+        remember_for: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.status(&death.job.id);
+        let fields = death.fields();
+        self.run("record the dead letter", |mut conn| {
+            let (key, fields) = (&key, &fields);
+            async move {
+                let mut pipe = redis::pipe();
+                pipe.atomic().del(key).ignore();
+                pipe.hset_multiple(key, fields).ignore();
+                pipe.pexpire(
+                    key,
+                    i64::try_from(remember_for.as_millis()).unwrap_or(i64::MAX),
+                )
+                .ignore();
+                pipe.query_async::<()>(&mut conn).await
             }
         })
         .await

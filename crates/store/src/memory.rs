@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use crate::lifecycle::{Acceptance, Lifecycle, lifecycle_from_fields};
+use crate::lifecycle::{Acceptance, Death, Lifecycle, lifecycle_from_fields};
 use crate::state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};
 use crate::window::oldest_open_inbound;
 use crate::{Contact, StoreError};
@@ -184,6 +184,23 @@ impl SendState for MemoryState {
         };
         memory.release(&claim);
         Ok(recorded)
+    }
+
+    async fn record_dead(
+        &self,
+        death: &Death<'_>,
+        _remember_for: Duration,
+    ) -> Result<(), StoreError> {
+        let mut memory = self.memory();
+        memory.fail()?;
+        let fields = death.fields().into_iter();
+        memory.lifecycles.insert(
+            death.job.id.clone(),
+            fields
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        );
+        Ok(())
     }
 
     async fn release(&self, claim: Claim) -> Result<(), StoreError> {

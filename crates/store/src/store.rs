@@ -10,7 +10,7 @@ use herald_core::config::WindowConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError, RedisResult, RetryMethod, Script};
 
-use crate::lifecycle::Acceptance;
+use crate::lifecycle::{Acceptance, Death};
 use crate::state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};
 use crate::window::{inbound_time, oldest_open_inbound};
 
@@ -723,6 +723,14 @@ impl SendState for Store {
 
     async fn release(&self, claim: Claim) -> Result<(), StoreError> {
         self.release_claim(claim).await
+    }
+
+    async fn record_dead(
+        &self,
+        death: &Death<'_>,
+        remember_for: Duration,
+    ) -> Result<(), StoreError> {
+        Store::record_dead(self, death, remember_for).await
     }
 
     async fn sent(&self, job_id: &str) -> Result<Option<String>, StoreError> {

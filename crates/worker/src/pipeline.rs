@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use herald_core::{Config, DeadReason, Job, Message};
 use herald_store::{
-    Acceptance, Admission, Admit, Claim, Contact, Recorded, SendState, Store, StoreError,
+    Acceptance, Admission, Admit, Claim, Contact, Death, Recorded, SendState, Store, StoreError,
     Unrecorded, WindowState,
 };
 use herald_vendors::{RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
@@ -104,6 +104,9 @@ impl<S: SendState> Pipeline<S> {
             .run(&job, routing_key, &mut calls, lease)
             .await
             .unwrap_or_else(|early| early);
+        if let Outcome::Dead(dead) = &outcome {
+            self.record_dead(&job, dead, calls).await;
+        }
         Processed {
             job: Some(job),
             calls,
@@ -415,6 +418,22 @@ impl<S: SendState> Pipeline<S> {
                     tokio::time::sleep(delays.next().expect("endless")).await;
                 }
             }
+        }
+    }
+
+    /// Keeps the dead letter's reason for `herald status`, best effort: the
+    /// dead letter itself is what must not be lost.
+    async fn record_dead(&self, job: &Job, dead: &Dead, calls: Calls) {
+        let death = Death {
+            job,
+            reason: dead.reason.as_str(),
+            detail: &dead.detail,
+            attempts: calls.attempts,
+            at: Utc::now(),
+        };
+        let remember_for = self.config.idempotency.ttl;
+        if let Err(error) = self.state.record_dead(&death, remember_for).await {
+            warn!(job_id = %job.id, %error, "could not record the dead letter's reason");
         }
     }
 
