@@ -271,7 +271,10 @@ async fn a_suppressed_contact_is_dead_without_a_vendor_call() {
         dead_reason(&s.process(&text_job("j1")).await),
         DeadReason::Suppressed
     );
-    let story = s.state().lifecycle("j1").expect("the dead letter is remembered");
+    let story = s
+        .state()
+        .lifecycle("j1")
+        .expect("the dead letter is remembered");
     assert_eq!(story.dead_reason.as_deref(), Some("suppressed"));
     assert_eq!(story.state, herald_store::State::Failed);
     assert_eq!(story.accepted_at, None);
