@@ -2,10 +2,14 @@
 //! (validated, then confirmed by the broker before the answer), services
 //! and vendors' webhooks record customers' inbound messages (the 24-hour
 //! window), and anyone with the token can ask whether a window is open.
+//! Vendors' status callbacks and `POST /v1/statuses` follow each message
+//! past its acceptance (CONTRACT §10); contacts are suppressed and released
+//! (CONTRACT §11).
 //!
 //! Owns: the HTTP surface — routes, authentication (bearer token for
 //! `/v1/*`, per-account secret for webhooks), request validation, the
-//! vendors' inbound callback formats, and how long a webhook is remembered.
+//! vendors' inbound and status callback formats, how long a webhook is
+//! remembered, and what a late failure makes Herald do.
 //! Must not touch: what a job is (herald-core), how it is published
 //! (herald-client) or how the window and webhook de-duplication are stored
 //! (herald-store); nor sending.
