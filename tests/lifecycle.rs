@@ -41,7 +41,7 @@ impl ApiProcess {
         let toml = format!(
             "[api]\nlisten = \"{listen}\"\ntoken_file = {token:?}\n\
              [providers.kaleyra.default]\nbase_url = {:?}\nsid = \"HXAP1XXXXXX17XX\"\n\
-             webhook_secret_file = {hook:?}\n",
+             webhook_secret_file = {hook:?}\nstop_keywords = [\"STOP\"]\n",
             h.vendor.uri(),
         );
         std::fs::write(&config.path, toml).unwrap();
@@ -437,4 +437,32 @@ async fn a_suppressed_contact_is_refused_until_released_by_api_or_cli() {
         Some(3),
         "not suppressed any more"
     );
+}
+
+#[tokio::test]
+async fn a_customer_who_sends_a_stop_keyword_is_suppressed() {
+    let mut h = Harness::start(FAST_RETRY, "").await;
+    h.vendor_answers(kaleyra_ok()).await;
+    let api = ApiProcess::start(&h).await;
+    let inbound = |id: &str, body: &str| {
+        json!({"from": "254712345678", "created_at": chrono::Utc::now().timestamp().to_string(),
+               "wanumber": "12025550123", "id": id, "type": "text", "body": body})
+    };
+    let suppressed = || async {
+        let request = api
+            .http
+            .get(api.url("/v1/suppressions/kaleyra/default"))
+            .bearer_auth(TOKEN);
+        ApiProcess::answer(request).await.1["suppressed"].clone()
+    };
+    let (status, body) = api.webhook(&inbound("in-1", "stop it please")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(suppressed().await, json!([]), "not a keyword alone");
+
+    let (status, body) = api.webhook(&inbound("in-2", " Stop ")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(suppressed().await[0]["contact"], "+254712345678");
+    h.publish(&text_job("after-stop")).await;
+    let (dead, _) = h.event_with(EventStatus::Dead, WAIT).await;
+    assert_eq!(dead.reason, Some(herald_core::DeadReason::Suppressed));
 }

@@ -26,6 +26,8 @@ pub struct InboundMessage {
     pub from: String,
     /// When the customer sent it, by the vendor's clock.
     pub at: DateTime<Utc>,
+    /// What the customer wrote, for a text message (stop keywords).
+    pub text: Option<String>,
 }
 
 /// What a callback says.
@@ -96,6 +98,7 @@ fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
                 id: &["id"],
                 from: &["from"],
                 at: "timestamp",
+                text: "/text/body",
             };
             match fields.read(message) {
                 Ok(message) => messages.push(message),
@@ -122,6 +125,7 @@ fn digital99(payload: &Value) -> Result<Callback, Vec<Problem>> {
             // `from` is an opaque user id when the customer hides their number.
             from: &["from", "phone"],
             at: "timestamp",
+            text: "/body",
         }
         .read(payload)
         .map(|message| Callback::Messages(vec![message])),
@@ -154,6 +158,7 @@ fn kaleyra(payload: &Value) -> Result<Callback, Vec<Problem>> {
         id: &["id", "message_id"],
         from: &["from"],
         at: "created_at",
+        text: "/body",
     };
     match fields.read(payload) {
         Ok(message) => Ok(Callback::Messages(vec![message])),
@@ -175,6 +180,8 @@ struct Fields<'a> {
     id: &'a [&'a str],
     from: &'a [&'a str],
     at: &'a str,
+    /// JSON pointer to a text message's body.
+    text: &'a str,
 }
 
 impl Fields<'_> {
@@ -222,6 +229,10 @@ impl Fields<'_> {
                 id: String::new(),
                 from,
                 at,
+                text: message
+                    .pointer(self.text)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             }),
             _ => Err(problems),
         }
@@ -310,12 +321,14 @@ mod tests {
                     InboundMessage {
                         id: "wamid.A".into(),
                         from: "60173526233".into(),
-                        at: at(1_694_427_240)
+                        at: at(1_694_427_240),
+                        text: Some("Hi".into()),
                     },
                     InboundMessage {
                         id: "wamid.B".into(),
                         from: "60173526233".into(),
-                        at: at(1_694_427_250)
+                        at: at(1_694_427_250),
+                        text: Some("again".into()),
                     },
                 ]
             );
@@ -377,6 +390,7 @@ mod tests {
                 id: "92E004B950CCEA3C386FCFA2AAF8558A".into(),
                 from: "972507654321".into(),
                 at: at(1_600_517_209),
+                text: Some("hello".into()),
             }]
         );
     }
@@ -416,7 +430,8 @@ mod tests {
             vec![InboundMessage {
                 id: "kal-1".into(),
                 from: "919900000008".into(),
-                at: at(1_613_630_227)
+                at: at(1_613_630_227),
+                text: Some("Hi".into()),
             }]
         );
 

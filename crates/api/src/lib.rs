@@ -23,6 +23,7 @@ mod messages;
 mod metrics;
 mod status_hooks;
 mod statuses;
+mod stop;
 mod suppressions;
 mod webhook;
 
@@ -45,6 +46,7 @@ use auth::{WebhookSecrets, api_token};
 use broker::Broker;
 use error::ApiError;
 pub use statuses::story;
+use stop::StopKeywords;
 
 /// Largest request body accepted; larger ones are answered `413`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -58,6 +60,7 @@ pub(crate) struct Inner {
     config: Config,
     token: Secret,
     webhook_secrets: WebhookSecrets,
+    stop_keywords: StopKeywords,
     broker: Broker,
     store: Store,
 }
@@ -68,6 +71,7 @@ impl Api {
     pub async fn start(config: Config) -> anyhow::Result<Api> {
         let token = api_token(&config.api)?;
         let webhook_secrets = WebhookSecrets::from_config(&config)?;
+        let stop_keywords = StopKeywords::from_config(&config)?;
         // Installed before anything counts, so no count is lost.
         metrics::handle();
         metrics::lifecycle_init(config.providers.keys());
@@ -86,6 +90,7 @@ impl Api {
             config,
             token,
             webhook_secrets,
+            stop_keywords,
             broker,
             store,
         }));
@@ -140,6 +145,9 @@ impl Api {
     }
     fn webhook_secrets(&self) -> &WebhookSecrets {
         &self.0.webhook_secrets
+    }
+    fn stop_keywords(&self) -> &StopKeywords {
+        &self.0.stop_keywords
     }
     fn broker(&self) -> &Broker {
         &self.0.broker

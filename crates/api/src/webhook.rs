@@ -101,7 +101,14 @@ pub async fn post(
             digits: message.from,
         };
         let at = inbound_time(message.at, now);
-        if let Err(e) = record(&api, &contact, at).await {
+        let says_stop = api
+            .stop_keywords()
+            .says_stop(&provider, &account, message.text.as_deref());
+        let taken = match record(&api, &contact, at).await {
+            Ok(_) if says_stop => stop(&api, &contact).await,
+            done => done.map(drop),
+        };
+        if let Err(e) = taken {
             // Unmark it, so the vendor's retry of this webhook records it.
             if let Err(forget) = store
                 .forget_webhook_sighting(&provider, &account, &message.id)
@@ -144,6 +151,19 @@ pub async fn post(
     Ok(Json(
         json!({ "recorded": recorded, "duplicates": duplicates, "statuses": statuses, "note": note }),
     ))
+}
+
+/// Suppresses a customer who sent one of the account's stop keywords.
+async fn stop(api: &Api, contact: &Contact) -> Result<(), ApiError> {
+    api.store().suppress(contact).await.map_err(|e| {
+        ApiError::unavailable(format!("cannot suppress the contact, try again: {e}"))
+    })?;
+    info!(
+        provider = contact.provider,
+        account = contact.account,
+        "a customer sent a stop keyword: suppressed"
+    );
+    Ok(())
 }
 
 /// The secret from the header, else from `?secret=`.

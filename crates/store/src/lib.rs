@@ -14,7 +14,8 @@
 //! - `sent:<job id>` = vendor message id (`""` when none), TTL = idempotency horizon
 //! - `inflight:<job id>` = the claim's token, TTL = the permits' wait and the
 //!   longest vendor call; only its owner releases it
-//! - `suppressed:<provider>:<account>:<digits>` = epoch ms it was suppressed
+//! - `suppressed:<provider>:<account>:<digits>` = epoch ms it was suppressed,
+//!   and `suppressions:<provider>:<account>` = the set of those digits (the list)
 //! - `inbound:<provider>:<account>:<digits>` = epoch ms, only moves forward,
 //!   expires window + 1 h after the stored time
 //! - `pause:<provider>:<account>`, TTL = the pause

@@ -127,6 +127,12 @@ impl Keys {
         self.key(&["suppressed", &c.provider, &c.account, &c.digits])
     }
 
+    /// The index of an account's suppressed contacts (a set of digits), so
+    /// they can be listed without scanning the keyspace.
+    fn suppressions(&self, provider: &str, account: &str) -> String {
+        self.key(&["suppressions", provider, account])
+    }
+
     fn pause(&self, provider: &str, account: &str) -> String {
         self.key(&["pause", provider, account])
     }
@@ -535,12 +541,16 @@ impl Store {
     /// without a vendor call until it is released (CONTRACT §11).
     pub async fn suppress(&self, contact: &Contact) -> Result<(), StoreError> {
         let key = self.keys.suppressed(contact);
+        let index = self.keys.suppressions(&contact.provider, &contact.account);
         self.run("suppress the contact", |mut conn| {
-            let key = &key;
+            let (key, index) = (&key, &index);
             async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(Utc::now().timestamp_millis())
+                redis::pipe()
+                    .atomic()
+                    .set(key, Utc::now().timestamp_millis())
+                    .ignore()
+                    .sadd(index, &contact.digits)
+                    .ignore()
                     .query_async::<()>(&mut conn)
                     .await
             }
@@ -551,62 +561,58 @@ impl Store {
     /// Releases a suppressed contact; `false` when it was not suppressed.
     pub async fn release_suppression(&self, contact: &Contact) -> Result<bool, StoreError> {
         let key = self.keys.suppressed(contact);
-        let removed: u32 = self
+        let index = self.keys.suppressions(&contact.provider, &contact.account);
+        let (removed,): (u32,) = self
             .run("release the suppression", |mut conn| {
-                let key = &key;
-                async move { redis::cmd("DEL").arg(key).query_async(&mut conn).await }
+                let (key, index) = (&key, &index);
+                async move {
+                    redis::pipe()
+                        .atomic()
+                        .del(key)
+                        .srem(index, &contact.digits)
+                        .ignore()
+                        .query_async(&mut conn)
+                        .await
+                }
             })
             .await?;
         Ok(removed == 1)
     }
 
-    /// Every suppressed contact of an account, with when it was suppressed
-    /// (epoch ms), by digits. Walks the keys with `SCAN`, so a long list does
-    /// not block Redis.
+    /// Every suppressed contact of an account by digits, with when it was
+    /// suppressed (epoch ms), from the account's index of suppressions.
     pub async fn suppressed(
         &self,
         provider: &str,
         account: &str,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let any = Contact {
-            provider: provider.to_owned(),
-            account: account.to_owned(),
-            digits: String::new(),
-        };
-        let prefix = self.keys.suppressed(&any);
-        let pattern = format!("{prefix}*");
-        let keys: Vec<String> = self
+        let index = self.keys.suppressions(provider, account);
+        let mut digits: Vec<String> = self
             .run("list the suppressed contacts", |mut conn| {
-                let pattern = &pattern;
+                let index = &index;
                 async move {
-                    let mut keys = Vec::new();
-                    let mut cursor = 0_u64;
-                    loop {
-                        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut conn)
-                            .await?;
-                        keys.extend(batch);
-                        if next == 0 {
-                            return Ok(keys);
-                        }
-                        cursor = next;
-                    }
+                    redis::cmd("SMEMBERS")
+                        .arg(index)
+                        .query_async(&mut conn)
+                        .await
                 }
             })
             .await?;
-        let mut contacts = Vec::with_capacity(keys.len());
-        for key in keys {
-            let since: Option<i64> = self.get("read a suppression", &key).await?;
-            if let (Some(digits), Some(since)) = (key.strip_prefix(&prefix), since) {
-                contacts.push((digits.to_owned(), since));
+        digits.sort();
+        let mut contacts = Vec::with_capacity(digits.len());
+        for digits in digits {
+            let contact = Contact {
+                provider: provider.to_owned(),
+                account: account.to_owned(),
+                digits,
+            };
+            let key = self.keys.suppressed(&contact);
+            // A suppression set before the index existed, or released by
+            // hand, is listed by what its own key says.
+            if let Some(since) = self.get::<Option<i64>>("read a suppression", &key).await? {
+                contacts.push((contact.digits, since));
             }
         }
-        contacts.sort();
         Ok(contacts)
     }
 

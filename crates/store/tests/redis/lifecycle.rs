@@ -176,3 +176,45 @@ async fn the_fallback_goes_to_exactly_one_of_two_concurrent_appliers() {
     a.forget_fallback("job-1").await.unwrap();
     assert_eq!(fallbacks(b.apply_status(&failed, true).await.unwrap()), 1);
 }
+
+#[tokio::test]
+async fn suppressions_are_listed_per_account_and_released_once() {
+    let env = TestEnv::new().await;
+    let store = store(&env).await;
+    let of = |account: &str, digits: &str| herald_store::Contact {
+        provider: "kaleyra".into(),
+        account: account.into(),
+        digits: digits.into(),
+    };
+    for contact in [
+        of("default", "254700000002"),
+        of("default", "254700000001"),
+        of("other", "254700000003"),
+    ] {
+        store.suppress(&contact).await.unwrap();
+    }
+    let listed: Vec<String> = store
+        .suppressed("kaleyra", "default")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(digits, _)| digits)
+        .collect();
+    assert_eq!(listed, ["254700000001", "254700000002"]);
+    assert!(
+        store
+            .release_suppression(&of("default", "254700000001"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .release_suppression(&of("default", "254700000001"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.suppressed("kaleyra", "default").await.unwrap().len(),
+        1
+    );
+}
