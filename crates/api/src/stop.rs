@@ -51,7 +51,7 @@ impl StopKeywords {
             return false;
         };
         let text = text.trim().to_lowercase();
-        words.iter().any(|word| *word == text)
+        words.contains(&text)
     }
 }
 

@@ -280,7 +280,7 @@ pub enum Applied {
     Forgotten { job_id: String },
     Applied {
         change: Change,
-        lifecycle: Lifecycle,
+        lifecycle: Box<Lifecycle>,
         /// This caller, and no other, sends the job's fallback template.
         send_fallback: bool,
     },
@@ -342,6 +342,7 @@ impl Store {
             other => return Err(not_herald("apply the status", other)),
         };
         let lifecycle = lifecycle_from_fields(&fields)
+            .map(Box::new)
             .ok_or_else(|| not_herald("apply the status", "a lifecycle record"))?;
         Ok(Applied::Applied {
             change,
