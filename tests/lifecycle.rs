@@ -121,6 +121,16 @@ fn meta_failure(code: u32, title: &str) -> Value {
     }}]}]})
 }
 
+/// A worker whose vendor accepts everything, the test contact's window
+/// open, and one API process.
+async fn started() -> (Harness, ApiProcess) {
+    let h = Harness::start(FAST_RETRY, "").await;
+    h.vendor_answers(kaleyra_ok()).await;
+    open_window(&h).await;
+    let api = ApiProcess::start(&h).await;
+    (h, api)
+}
+
 /// A job sent by the worker, its acceptance recorded.
 async fn sent(h: &mut Harness, job: &herald_core::Job) {
     h.publish(job).await;
@@ -130,10 +140,7 @@ async fn sent(h: &mut Harness, job: &herald_core::Job) {
 
 #[tokio::test]
 async fn a_sent_message_is_followed_to_read_with_one_event_per_step() {
-    let mut h = Harness::start(FAST_RETRY, "").await;
-    h.vendor_answers(kaleyra_ok()).await;
-    open_window(&h).await;
-    let api = ApiProcess::start(&h).await;
+    let (mut h, api) = started().await;
     sent(&mut h, &text_job("order-1")).await;
 
     let accepted = api.wait_for_state("order-1", "accepted").await;
@@ -196,10 +203,7 @@ async fn a_sent_message_is_followed_to_read_with_one_event_per_step() {
 
 #[tokio::test]
 async fn a_status_before_the_acceptance_is_held_then_applied() {
-    let mut h = Harness::start(FAST_RETRY, "").await;
-    h.vendor_answers(kaleyra_ok()).await;
-    open_window(&h).await;
-    let api = ApiProcess::start(&h).await;
+    let (mut h, api) = started().await;
     let early =
         json!({"provider": "kaleyra", "vendor_message_id": VENDOR_ID, "status": "delivered"});
     let (status, body) = api.post("/v1/statuses", &early).await;
@@ -214,10 +218,7 @@ async fn a_status_before_the_acceptance_is_held_then_applied() {
 
 #[tokio::test]
 async fn malformed_statuses_are_refused_naming_the_field_and_change_nothing() {
-    let mut h = Harness::start(FAST_RETRY, "").await;
-    h.vendor_answers(kaleyra_ok()).await;
-    open_window(&h).await;
-    let api = ApiProcess::start(&h).await;
+    let (mut h, api) = started().await;
     sent(&mut h, &text_job("order-3")).await;
     api.wait_for_state("order-3", "accepted").await;
 
@@ -256,10 +257,8 @@ async fn malformed_statuses_are_refused_naming_the_field_and_change_nothing() {
 
 #[tokio::test]
 async fn a_late_window_closed_failure_sends_the_fallback_once_across_two_api_processes() {
-    let mut h = Harness::start(FAST_RETRY, "").await;
-    h.vendor_answers(kaleyra_ok()).await;
-    open_window(&h).await;
-    let (a, b) = (ApiProcess::start(&h).await, ApiProcess::start(&h).await);
+    let (mut h, a) = started().await;
+    let b = ApiProcess::start(&h).await;
     // Its own channel: the harness's already consumes as `events`.
     let connection = h.env.amqp().await;
     let mut raw_events = bind_events(&connection.create_channel().await.unwrap()).await;
@@ -346,10 +345,7 @@ async fn a_late_window_closed_failure_sends_the_fallback_once_across_two_api_pro
 
 #[tokio::test]
 async fn an_opt_out_failure_suppresses_the_contact() {
-    let mut h = Harness::start(FAST_RETRY, "").await;
-    h.vendor_answers(kaleyra_ok()).await;
-    open_window(&h).await;
-    let api = ApiProcess::start(&h).await;
+    let (mut h, api) = started().await;
     sent(&mut h, &text_job("order-5")).await;
     api.wait_for_state("order-5", "accepted").await;
 
@@ -373,10 +369,7 @@ async fn an_opt_out_failure_suppresses_the_contact() {
 
 #[tokio::test]
 async fn a_suppressed_contact_is_refused_until_released_by_api_or_cli() {
-    let mut h = Harness::start(FAST_RETRY, "").await;
-    h.vendor_answers(kaleyra_ok()).await;
-    open_window(&h).await;
-    let api = ApiProcess::start(&h).await;
+    let (mut h, api) = started().await;
     let who = json!({"provider": "kaleyra", "contact": "+254712345678"});
     let (status, body) = api.post("/v1/suppressions", &who).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -441,9 +434,7 @@ async fn a_suppressed_contact_is_refused_until_released_by_api_or_cli() {
 
 #[tokio::test]
 async fn a_customer_who_sends_a_stop_keyword_is_suppressed() {
-    let mut h = Harness::start(FAST_RETRY, "").await;
-    h.vendor_answers(kaleyra_ok()).await;
-    let api = ApiProcess::start(&h).await;
+    let (mut h, api) = started().await;
     let inbound = |id: &str, body: &str| {
         json!({"from": "254712345678", "created_at": chrono::Utc::now().timestamp().to_string(),
                "wanumber": "12025550123", "id": id, "type": "text", "body": body})
