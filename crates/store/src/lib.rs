@@ -21,8 +21,10 @@
 //! - `pause:<provider>:<account>`, TTL = the pause
 //! - `vmsg:<provider>:<vendor message id>` = job id, and `status:<job id>` =
 //!   the job's lifecycle record (a hash), both TTL = idempotency horizon
-//! - `held` = statuses whose vendor id is not correlated yet (a sorted set
-//!   scored by when they came), kept up to 10 minutes
+//! - `held:<provider>:<vendor id>` = the statuses waiting for that message's
+//!   acceptance (a set, 10 minutes), `held` = all of them scored by when they
+//!   came (for expiry), `ready` = those whose acceptance the record script
+//!   found, for the API to apply (a list)
 //! - `webhook:<provider>:<account>:<message id>`, TTL = longer than the
 //!   vendor retries a webhook (de-duplicates redelivered webhooks)
 //! - `rate:<provider>:<account>`, `pace:<provider>:<account>:<digits>` = GCRA

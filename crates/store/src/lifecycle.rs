@@ -307,6 +307,9 @@ impl Store {
     ) -> Result<Applied, StoreError> {
         let correlation = self.keys.vmsg(&report.provider, &report.vendor_message_id);
         let held = self.keys.held();
+        let waiting = self
+            .keys
+            .waiting(&report.provider, &report.vendor_message_id);
         let moment = to_json(&Moment {
             state: report.state,
             at: rfc3339(report.at),
@@ -316,11 +319,13 @@ impl Store {
         let now = Utc::now().timestamp_millis();
         let (verdict, job_id, fallback, fields): (String, String, i64, HashMap<String, String>) =
             self.run("apply the status", |mut conn| {
-                let (correlation, held, moment, member) = (&correlation, &held, &moment, &member);
+                let (correlation, held, waiting) = (&correlation, &held, &waiting);
+                let (moment, member) = (&moment, &member);
                 async move {
                     STATUS
                         .key(correlation)
                         .key(held)
+                        .key(waiting)
                         .arg(self.keys.prefix())
                         .arg(report.state.as_str())
                         .arg(report.state.rank())
@@ -328,6 +333,7 @@ impl Store {
                         .arg(now)
                         .arg(member)
                         .arg(if wants_fallback { "1" } else { "0" })
+                        .arg(HOLD_FOR.as_millis() as u64)
                         .invoke_async(&mut conn)
                         .await
                 }
@@ -410,17 +416,17 @@ impl Store {
             .ok_or_else(|| not_herald("read the lifecycle", "a lifecycle record"))
     }
 
-    /// Takes the held statuses whose message is now correlated, and drops
+    /// Takes the held statuses whose acceptance is now recorded, and drops
     /// those held longer than [`HOLD_FOR`]; each is taken by one caller only.
     pub async fn sweep_held(&self) -> Result<Sweep, StoreError> {
-        let held = self.keys.held();
+        let (held, ready) = (self.keys.held(), self.keys.ready());
         let oldest = (Utc::now() - HOLD_FOR).timestamp_millis();
         let (expired, ready): (u64, Vec<String>) = self
             .run("sweep the held statuses", |mut conn| {
-                let held = &held;
+                let (held, ready) = (&held, &ready);
                 async move {
                     HELD.key(held)
-                        .arg(self.keys.prefix())
+                        .key(ready)
                         .arg(oldest)
                         .arg(SWEEP_BATCH)
                         .invoke_async(&mut conn)

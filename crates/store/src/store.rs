@@ -157,6 +157,16 @@ impl Keys {
         self.key(&["held"])
     }
 
+    /// The statuses waiting for one vendor message's acceptance.
+    pub(crate) fn waiting(&self, provider: &str, vendor_message_id: &str) -> String {
+        self.key(&["held", provider, vendor_message_id])
+    }
+
+    /// Held statuses whose acceptance is recorded, for the API to apply.
+    pub(crate) fn ready(&self) -> String {
+        self.key(&["ready"])
+    }
+
     /// Scripts build the keys they find by reading (a job's record from its
     /// correlation) from this.
     pub(crate) fn prefix(&self) -> &str {
@@ -392,6 +402,9 @@ impl Store {
             self.keys.inflight(claim.job_id()),
             self.keys.vmsg(&job.provider, vendor_message_id),
             self.keys.status(claim.job_id()),
+            self.keys.waiting(&job.provider, vendor_message_id),
+            self.keys.held(),
+            self.keys.ready(),
         ];
         let fields = acceptance.fields();
         let answer: Result<(i64, String), StoreError> = self

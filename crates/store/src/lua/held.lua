@@ -1,21 +1,13 @@
--- Takes the held statuses whose vendor id is now correlated (to be applied
--- by the caller) and drops those held too long; ZREM makes each taken once.
--- KEYS[1] held (sorted set, score = when held, epoch ms)
--- ARGV[1] the key prefix   ARGV[2] the oldest hold kept, epoch ms
--- ARGV[3] how many to look at, oldest first
+-- Takes the statuses made ready by their acceptance (record.lua moved them
+-- to `ready`) and drops those held too long; each is taken by one caller.
+-- KEYS[1] held (sorted set, score = when held, epoch ms)   KEYS[2] ready (list)
+-- ARGV[1] the oldest hold kept, epoch ms   ARGV[2] how many to take of each
 -- Returns {expired count, {ready reports}}.
-local ready, expired = {}, 0
-local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
-for i = 1, #members, 2 do
-  local member, score = members[i], tonumber(members[i + 1])
-  local report = cjson.decode(member)
-  local correlation = ARGV[1] .. 'vmsg:' .. report['provider'] .. ':' .. report['vendor_message_id']
-  if redis.call('EXISTS', correlation) == 1 then
-    redis.call('ZREM', KEYS[1], member)
-    table.insert(ready, member)
-  elseif score < tonumber(ARGV[2]) then
-    redis.call('ZREM', KEYS[1], member)
-    expired = expired + 1
-  end
+local batch = tonumber(ARGV[2])
+local ready = redis.call('LRANGE', KEYS[2], 0, batch - 1)
+redis.call('LTRIM', KEYS[2], #ready, -1)
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, batch)
+if #stale > 0 then
+  redis.call('ZREM', KEYS[1], unpack(stale))
 end
-return {expired, ready}
+return {#stale, ready}
