@@ -6,6 +6,7 @@ mod cli;
 mod dlq;
 mod enqueue;
 mod help_examples;
+mod lifecycle;
 mod metrics;
 mod mock_vendor;
 mod rate_limit;

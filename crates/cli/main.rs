@@ -80,6 +80,12 @@ enum Command {
     /// Show whether the 24-hour window to a contact is open.
     #[command(subcommand)]
     Window(cmd::window::WindowCommand),
+    /// What happened to one message: state, attempts, fallback, timeline
+    /// (exit code 3 for a message Herald does not know).
+    Status(cmd::status::Args),
+    /// Suppress, release and list opted-out contacts.
+    #[command(subcommand)]
+    Suppress(cmd::suppress::Command),
     /// Inspect, replay, purge, export and import dead letters.
     #[command(subcommand)]
     Dlq(cmd::dlq::Command),
@@ -119,6 +125,8 @@ fn main() -> ExitCode {
             Command::Enqueue(args) => cmd::enqueue::run(args, config).await,
             Command::Inbound(command) => cmd::window::run_inbound(command, config).await,
             Command::Window(command) => cmd::window::run_window(command, config).await,
+            Command::Status(args) => cmd::status::run(args, config).await,
+            Command::Suppress(command) => cmd::suppress::run(command, config).await,
             Command::Dlq(command) => cmd::dlq::run(command, config).await,
             Command::MockVendor(args) => cmd::mock_vendor::run(args).await,
             Command::Bench(command) => cmd::bench::run(command, config).await,

@@ -8,8 +8,11 @@ use lapin::Connection;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use herald_client::{PendingConfirm, PublishError, Publisher, Topology, connect, redact_url};
-use herald_core::Job;
+use herald_client::{
+    Outgoing, PendingConfirm, PublishError, Publisher, Topology, connect, redact_url,
+};
+use herald_core::protocol::EVENTS_EXCHANGE;
+use herald_core::{Job, LifecycleEvent};
 
 /// Longest a request waits for the broker: connecting, publishing and
 /// every confirm. A broker that blocks publishers (memory alarm) must not
@@ -92,6 +95,22 @@ impl Broker {
                 pending.push(publisher.start_job(job).await?);
             }
             try_join_all(pending.into_iter().map(PendingConfirm::wait)).await?;
+            Ok(())
+        };
+        tokio::time::timeout(PUBLISH_DEADLINE, publish)
+            .await
+            .map_err(|_| BrokerError::NoConfirm)?
+    }
+
+    /// Publishes a lifecycle event (CONTRACT §10) and waits for its confirm;
+    /// an event nobody is bound to is not an error.
+    pub async fn publish_event(&self, event: &LifecycleEvent) -> Result<(), BrokerError> {
+        let body = serde_json::to_vec(event).expect("an event serialises");
+        let routing_key = event.event.routing_key();
+        let publish = async {
+            let publisher = self.publisher().await.map_err(BrokerError::Unreachable)?;
+            let message = Outgoing::json(EVENTS_EXCHANGE, &routing_key, &body).unrouted_ok();
+            publisher.publish(message).await?;
             Ok(())
         };
         tokio::time::timeout(PUBLISH_DEADLINE, publish)

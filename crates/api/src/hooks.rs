@@ -26,6 +26,8 @@ pub struct InboundMessage {
     pub from: String,
     /// When the customer sent it, by the vendor's clock.
     pub at: DateTime<Utc>,
+    /// What the customer wrote, for a text message (stop keywords).
+    pub text: Option<String>,
 }
 
 /// What a callback says.
@@ -55,14 +57,17 @@ pub fn read(provider: &str, payload: &Value) -> Result<Callback, Vec<Problem>> {
     }
 }
 
-fn is_meta_style(payload: &Value) -> bool {
+pub(crate) fn is_meta_style(payload: &Value) -> bool {
     ["entry", "messages", "statuses"]
         .iter()
         .any(|key| payload.get(key).is_some_and(Value::is_array))
 }
 
-fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
-    let values: Vec<(String, &Value)> = match payload.get("entry").and_then(Value::as_array) {
+/// Every `value` of a Meta-style callback with the path naming it in
+/// problems: `entry[].changes[].value`, or the payload itself when a vendor
+/// relays the value alone (Kaleyra). Shared by messages and statuses.
+pub(crate) fn meta_values(payload: &Value) -> Vec<(String, &Value)> {
+    match payload.get("entry").and_then(Value::as_array) {
         Some(entries) => entries
             .iter()
             .enumerate()
@@ -78,7 +83,11 @@ fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
             })
             .collect(),
         None => vec![(String::new(), payload)],
-    };
+    }
+}
+
+fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
+    let values = meta_values(payload);
     let mut messages = Vec::new();
     let mut problems = Vec::new();
     for (path, value) in values {
@@ -89,6 +98,7 @@ fn meta_style(payload: &Value) -> Result<Callback, Vec<Problem>> {
                 id: &["id"],
                 from: &["from"],
                 at: "timestamp",
+                text: "/text/body",
             };
             match fields.read(message) {
                 Ok(message) => messages.push(message),
@@ -115,6 +125,7 @@ fn digital99(payload: &Value) -> Result<Callback, Vec<Problem>> {
             // `from` is an opaque user id when the customer hides their number.
             from: &["from", "phone"],
             at: "timestamp",
+            text: "/body",
         }
         .read(payload)
         .map(|message| Callback::Messages(vec![message])),
@@ -147,6 +158,7 @@ fn kaleyra(payload: &Value) -> Result<Callback, Vec<Problem>> {
         id: &["id", "message_id"],
         from: &["from"],
         at: "created_at",
+        text: "/body",
     };
     match fields.read(payload) {
         Ok(message) => Ok(Callback::Messages(vec![message])),
@@ -168,6 +180,8 @@ struct Fields<'a> {
     id: &'a [&'a str],
     from: &'a [&'a str],
     at: &'a str,
+    /// JSON pointer to a text message's body.
+    text: &'a str,
 }
 
 impl Fields<'_> {
@@ -215,6 +229,10 @@ impl Fields<'_> {
                 id: String::new(),
                 from,
                 at,
+                text: message
+                    .pointer(self.text)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             }),
             _ => Err(problems),
         }
@@ -226,7 +244,7 @@ impl Fields<'_> {
 }
 
 /// A string or a number, as text: vendors send ids and numbers either way.
-fn scalar(value: &Value) -> Option<String> {
+pub(crate) fn scalar(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.trim().to_owned()),
         Value::Number(n) => Some(n.to_string()),
@@ -258,7 +276,7 @@ pub fn vendor_time(value: &Value) -> Option<DateTime<Utc>> {
         })
 }
 
-fn problem(field: &str, problem: impl Into<String>) -> Problem {
+pub(crate) fn problem(field: &str, problem: impl Into<String>) -> Problem {
     Problem {
         field: field.to_owned(),
         problem: problem.into(),
@@ -303,12 +321,14 @@ mod tests {
                     InboundMessage {
                         id: "wamid.A".into(),
                         from: "60173526233".into(),
-                        at: at(1_694_427_240)
+                        at: at(1_694_427_240),
+                        text: Some("Hi".into()),
                     },
                     InboundMessage {
                         id: "wamid.B".into(),
                         from: "60173526233".into(),
-                        at: at(1_694_427_250)
+                        at: at(1_694_427_250),
+                        text: Some("again".into()),
                     },
                 ]
             );
@@ -370,6 +390,7 @@ mod tests {
                 id: "92E004B950CCEA3C386FCFA2AAF8558A".into(),
                 from: "972507654321".into(),
                 at: at(1_600_517_209),
+                text: Some("hello".into()),
             }]
         );
     }
@@ -409,7 +430,8 @@ mod tests {
             vec![InboundMessage {
                 id: "kal-1".into(),
                 from: "919900000008".into(),
-                at: at(1_613_630_227)
+                at: at(1_613_630_227),
+                text: Some("Hi".into()),
             }]
         );
 

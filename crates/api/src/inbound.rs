@@ -112,24 +112,13 @@ fn read_inbound(
 
 /// A contact of a configured account: a window kept for an account that
 /// does not exist is a typo nobody would notice.
-fn configured_contact(
+pub fn configured_contact(
     config: &Config,
     provider: &str,
     account: &str,
     number: &str,
 ) -> Result<Contact, Vec<Value>> {
-    let mut problems = Vec::new();
-    if !config.providers.contains_key(provider) {
-        problems.push(problem(
-            "provider",
-            format!("no provider `{provider}` is configured"),
-        ));
-    } else if config.account(provider, account).is_none() {
-        problems.push(problem(
-            "account",
-            format!("provider `{provider}` has no account `{account}` (expected [providers.{provider}.{account}])"),
-        ));
-    }
+    let mut problems = configured_account(config, provider, account);
     if !is_e164(number) {
         problems.push(problem(
             "contact",
@@ -144,6 +133,23 @@ fn configured_contact(
         account: account.to_owned(),
         digits: number.trim_start_matches('+').to_owned(),
     })
+}
+
+/// The problems with naming `provider`/`account`: none when it is configured.
+pub fn configured_account(config: &Config, provider: &str, account: &str) -> Vec<Value> {
+    let mut problems = Vec::new();
+    if !config.providers.contains_key(provider) {
+        problems.push(problem(
+            "provider",
+            format!("no provider `{provider}` is configured"),
+        ));
+    } else if config.account(provider, account).is_none() {
+        problems.push(problem(
+            "account",
+            format!("provider `{provider}` has no account `{account}` (expected [providers.{provider}.{account}])"),
+        ));
+    }
+    problems
 }
 
 /// `{"provider","account","contact","open","last_inbound","closes_at"}`.

@@ -2,11 +2,15 @@
 //! (validated, then confirmed by the broker before the answer), services
 //! and vendors' webhooks record customers' inbound messages (the 24-hour
 //! window), and anyone with the token can ask whether a window is open.
+//! Vendors' status callbacks and `POST /v1/statuses` follow each message
+//! past its acceptance (CONTRACT §10); contacts are suppressed and released
+//! (CONTRACT §11).
 //!
 //! Owns: the HTTP surface — routes, authentication (bearer token for
 //! `/v1/*`, per-account secret for webhooks, Meta's signature and
-//! subscription handshake), request validation, the
-//! vendors' inbound callback formats, and how long a webhook is remembered.
+//! subscription handshake), request validation, the vendors' inbound and
+//! status callback formats, how long a webhook is remembered, and what a
+//! late failure makes Herald do.
 //! Must not touch: what a job is (herald-core), how it is published
 //! (herald-client) or how the window and webhook de-duplication are stored
 //! (herald-store); nor sending.
@@ -19,6 +23,10 @@ mod inbound;
 mod messages;
 mod metrics;
 pub mod openapi;
+mod status_hooks;
+mod statuses;
+mod stop;
+mod suppressions;
 mod webhook;
 
 use std::future::Future;
@@ -40,6 +48,8 @@ pub use auth::WebhookSecrets;
 pub use auth::secrets as check_secrets;
 use broker::Broker;
 use error::ApiError;
+pub use statuses::story;
+use stop::StopKeywords;
 
 /// Largest request body accepted; larger ones are answered `413`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -47,12 +57,13 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The running API's state: configuration, secrets, and its connections to
 /// the broker and Redis. Cheap to clone.
 #[derive(Clone)]
-pub struct Api(Arc<Inner>);
+pub struct Api(pub(crate) Arc<Inner>);
 
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
     token: Secret,
     webhook_secrets: WebhookSecrets,
+    stop_keywords: StopKeywords,
     broker: Broker,
     store: Store,
 }
@@ -62,8 +73,10 @@ impl Api {
     /// connects to the broker (declaring the topology) and to Redis.
     pub async fn start(config: Config) -> anyhow::Result<Api> {
         let (token, webhook_secrets) = check_secrets(&config)?;
+        let stop_keywords = StopKeywords::from_config(&config)?;
         // Installed before anything counts, so no count is lost.
         metrics::install(&config);
+        metrics::lifecycle_init(config.providers.keys());
         let broker = Broker::connect(&config.amqp.url, Topology::from_config(&config))
             .await
             .with_context(|| {
@@ -75,19 +88,33 @@ impl Api {
         let store = Store::connect(&config.redis.url, &config.redis.prefix)
             .await
             .context("cannot reach Redis (configuration key redis.url)")?;
-        Ok(Api(Arc::new(Inner {
+        let api = Api(Arc::new(Inner {
             config,
             token,
             webhook_secrets,
+            stop_keywords,
             broker,
             store,
-        })))
+        }));
+        statuses::sweep_held(api.downgrade());
+        Ok(api)
     }
 
     /// Every route of CONTRACT §7.
     pub fn router(&self) -> Router {
         let authenticated = Router::new()
             .route("/v1/messages", post(messages::post))
+            .route("/v1/messages/{id}", get(statuses::get))
+            .route("/v1/statuses", post(statuses::post))
+            .route("/v1/suppressions", post(suppressions::post))
+            .route(
+                "/v1/suppressions/{provider}/{account}",
+                get(suppressions::list),
+            )
+            .route(
+                "/v1/suppressions/{provider}/{account}/{contact}",
+                axum::routing::delete(suppressions::delete),
+            )
             .route("/v1/inbound", post(inbound::post))
             .route(
                 "/v1/window/{provider}/{account}/{contact}",
@@ -125,6 +152,9 @@ impl Api {
     }
     fn webhook_secrets(&self) -> &WebhookSecrets {
         &self.0.webhook_secrets
+    }
+    fn stop_keywords(&self) -> &StopKeywords {
+        &self.0.stop_keywords
     }
     fn broker(&self) -> &Broker {
         &self.0.broker

@@ -5,11 +5,15 @@
 
 use std::time::Instant;
 
+use std::time::Duration;
+
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use herald_store::State;
 
 use herald_core::Config;
 use herald_core::metrics::Buckets;
@@ -25,7 +29,12 @@ const REQUEST_SECONDS: &str = "herald_api_request_seconds";
 const REQUEST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-const HISTOGRAMS: [Buckets; 1] = [(REQUEST_SECONDS, REQUEST_BUCKETS)];
+/// Acceptance → delivered takes seconds to hours.
+const DELIVERED_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+const HISTOGRAMS: [Buckets; 2] = [
+    (REQUEST_SECONDS, REQUEST_BUCKETS),
+    (TIME_TO_DELIVERED, DELIVERED_BUCKETS),
+];
 
 const REFUSALS: [&str; 2] = ["invalid", "broker_unavailable"];
 const WEBHOOK_OUTCOMES: [&str; 6] = [
@@ -115,4 +124,37 @@ pub fn webhook(provider: &str, outcome: &'static str) {
 /// An inbound message recorded, from `api` (`/v1/inbound`) or `webhook`.
 pub fn inbound_recorded(provider: &str, source: &'static str) {
     counter!(INBOUND, "provider" => provider.to_owned(), "source" => source).increment(1);
+}
+
+const TIME_TO_DELIVERED: &str = "herald_time_to_delivered_seconds";
+
+/// A status that changed a message's lifecycle (CONTRACT §15).
+pub fn lifecycle(provider: &str, state: State) {
+    counter!("herald_lifecycle_total", "provider" => provider.to_owned(), "state" => state.as_str())
+        .increment(1);
+}
+
+/// Every `herald_lifecycle_total` series of a configured provider, at 0.
+pub fn lifecycle_init<'a>(providers: impl Iterator<Item = &'a String>) {
+    for provider in providers {
+        for state in State::ALL {
+            counter!("herald_lifecycle_total", "provider" => provider.clone(), "state" => state.as_str())
+                .increment(0);
+        }
+    }
+}
+
+/// Acceptance → delivered, by the vendor's clocks.
+pub fn time_to_delivered(provider: &str, took: Duration) {
+    histogram!(TIME_TO_DELIVERED, "provider" => provider.to_owned()).record(took.as_secs_f64());
+}
+
+/// A status held because its message's acceptance was not recorded yet.
+pub fn lifecycle_held(provider: &str) {
+    counter!("herald_lifecycle_held_total", "provider" => provider.to_owned()).increment(1);
+}
+
+/// Held statuses dropped after waiting 10 minutes for their acceptance.
+pub fn lifecycle_held_expired(count: u64) {
+    counter!("herald_lifecycle_held_expired_total").increment(count);
 }

@@ -24,7 +24,7 @@ use crate::auth::{SIGNATURE_HEADER, WEBHOOK_SECRET_HEADER, WebhookKey, WebhookRe
 use crate::error::{self, ApiError};
 use crate::hooks::{self, Callback};
 use crate::inbound::record;
-use crate::{Api, metrics};
+use crate::{Api, metrics, status_hooks, statuses};
 
 /// How long a message id is remembered: longer than any vendor keeps
 /// retrying a webhook (Meta retries for up to 7 days).
@@ -47,26 +47,40 @@ pub async fn post(
             refusal.into_error(&provider, &account)
         },
     )?;
-    let callback = payload(&headers, &body)
+    let unreadable = |problems: Vec<herald_core::Problem>| {
+        let problems = problems
+            .into_iter()
+            .map(|p| error::problem(&p.field, p.problem))
+            .collect();
+        ApiError::invalid(
+            format!("not a {provider} callback Herald can read"),
+            problems,
+        )
+    };
+    // Both read before anything is changed: a malformed callback changes nothing.
+    let (statuses, callback) = payload(&headers, &body)
         .and_then(|payload| {
-            hooks::read(&provider, &payload).map_err(|problems| {
-                let problems = problems
-                    .into_iter()
-                    .map(|p| error::problem(&p.field, p.problem))
-                    .collect();
-                ApiError::invalid(
-                    format!("not a {provider} callback Herald can read"),
-                    problems,
-                )
-            })
+            let statuses = status_hooks::read(&payload).map_err(unreadable)?;
+            match hooks::read(&provider, &payload) {
+                Ok(callback) => Ok((statuses, callback)),
+                Err(_) if !statuses.is_empty() => {
+                    Ok((statuses, Callback::NotInbound("a status callback".into())))
+                }
+                Err(problems) => Err(unreadable(problems)),
+            }
         })
         .inspect_err(|_| metrics::webhook(&provider, "invalid"))?;
+    let statuses = statuses::apply_webhook(&api, &provider, &account, statuses).await?;
     let messages = match callback {
         Callback::NotInbound(why) => {
             metrics::webhook(&provider, "not_inbound");
+            let note = if statuses.is_empty() {
+                format!("nothing recorded: {why}")
+            } else {
+                "statuses applied".to_owned()
+            };
             return Ok(Json(json!({
-                "recorded": [], "duplicates": [],
-                "note": format!("nothing recorded: {why}"),
+                "recorded": [], "duplicates": [], "statuses": statuses, "note": note,
             })));
         }
         Callback::Messages(messages) => messages,
@@ -92,7 +106,14 @@ pub async fn post(
             digits: message.from,
         };
         let at = inbound_time(message.at, now);
-        if let Err(e) = record(&api, &contact, at).await {
+        let says_stop = api
+            .stop_keywords()
+            .says_stop(&provider, &account, message.text.as_deref());
+        let taken = match record(&api, &contact, at).await {
+            Ok(_) if says_stop => stop(&api, &contact).await,
+            done => done.map(drop),
+        };
+        if let Err(e) = taken {
             // Unmark it, so the vendor's retry of this webhook records it.
             if let Err(forget) = store
                 .forget_webhook_sighting(&provider, &account, &message.id)
@@ -133,8 +154,21 @@ pub async fn post(
         )
     };
     Ok(Json(
-        json!({ "recorded": recorded, "duplicates": duplicates, "note": note }),
+        json!({ "recorded": recorded, "duplicates": duplicates, "statuses": statuses, "note": note }),
     ))
+}
+
+/// Suppresses a customer who sent one of the account's stop keywords.
+async fn stop(api: &Api, contact: &Contact) -> Result<(), ApiError> {
+    api.store().suppress(contact).await.map_err(|e| {
+        ApiError::unavailable(format!("cannot suppress the contact, try again: {e}"))
+    })?;
+    info!(
+        provider = contact.provider,
+        account = contact.account,
+        "a customer sent a stop keyword: suppressed"
+    );
+    Ok(())
 }
 
 /// Meta signs each callback with the app secret; every other vendor's

@@ -12,6 +12,8 @@ pub mod config;
 pub mod dlq;
 pub mod enqueue;
 pub mod mock_vendor;
+pub mod status;
+pub mod suppress;
 pub mod topology;
 pub mod window;
 pub mod worker;

@@ -37,13 +37,13 @@ pub enum WindowCommand {
 pub struct ContactArgs {
     /// The provider, e.g. kaleyra.
     #[arg(long)]
-    provider: String,
+    pub provider: String,
     /// The provider account.
     #[arg(long, default_value = "default")]
-    account: String,
+    pub account: String,
     /// The customer, in E.164 (`+` then 8–15 digits); the `+` may be left out.
     #[arg(long, value_parser = e164)]
-    contact: String,
+    pub contact: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,7 +138,7 @@ pub async fn run_window(command: WindowCommand, config: Option<&Path>) -> anyhow
 
 /// The contact, once its account is known to be configured: a window kept
 /// for an account that does not exist is a typo nobody would notice.
-fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Contact> {
+pub fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Contact> {
     if config.account(&who.provider, &who.account).is_none() {
         return Err(super::fail(
             Exit::Rejected,
@@ -155,7 +155,7 @@ fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Cont
     })
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Store> {
+pub async fn connect(config: &Config) -> anyhow::Result<Store> {
     Store::connect(&config.redis.url, &config.redis.prefix)
         .await
         .or_exit(Exit::Unavailable, || {

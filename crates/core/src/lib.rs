@@ -12,4 +12,4 @@ pub mod protocol;
 
 pub use config::{AccountConfig, Config, ConfigError, ConfigErrors, RateScope, Secret};
 pub use job::{Job, JobErrors, MediaKind, Message, Problem, TemplateHeader};
-pub use protocol::{DeadReason, Event, EventStatus};
+pub use protocol::{DeadReason, Event, EventStatus, LifecycleEvent};

@@ -185,6 +185,10 @@ pub enum EventStatus {
     Retrying,
     Dead,
     Duplicate,
+    /// Lifecycle events (CONTRACT §10), after `sent` (the acceptance).
+    Delivered,
+    Read,
+    Failed,
 }
 
 impl EventStatus {
@@ -194,6 +198,9 @@ impl EventStatus {
             EventStatus::Retrying => "retrying",
             EventStatus::Dead => "dead",
             EventStatus::Duplicate => "duplicate",
+            EventStatus::Delivered => "delivered",
+            EventStatus::Read => "read",
+            EventStatus::Failed => "failed",
         }
     }
 }
@@ -221,6 +228,16 @@ impl Event {
     pub fn routing_key(&self) -> String {
         format!("{}.{}", self.status.as_str(), self.provider)
     }
+}
+
+/// A lifecycle event (CONTRACT §10): an outcome event's body plus the
+/// message's state and the vendor's error code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    pub state: String,
+    pub error_code: Option<String>,
 }
 
 /// Times on the wire: RFC 3339, UTC, millisecond precision.

@@ -14,21 +14,33 @@
 //! - `sent:<job id>` = vendor message id (`""` when none), TTL = idempotency horizon
 //! - `inflight:<job id>` = the claim's token, TTL = the permits' wait and the
 //!   longest vendor call; only its owner releases it
-//! - `suppressed:<provider>:<account>:<digits>` = epoch ms it was suppressed
+//! - `suppressed:<provider>:<account>:<digits>` = epoch ms it was suppressed,
+//!   and `suppressions:<provider>:<account>` = the set of those digits (the list)
 //! - `inbound:<provider>:<account>:<digits>` = epoch ms, only moves forward,
 //!   expires window + 1 h after the stored time
 //! - `pause:<provider>:<account>`, TTL = the pause
+//! - `vmsg:<provider>:<vendor message id>` = job id, and `status:<job id>` =
+//!   the job's lifecycle record (a hash), both TTL = idempotency horizon
+//! - `held:<provider>:<vendor id>` = the statuses waiting for that message's
+//!   acceptance (a set, 10 minutes), `held` = all of them scored by when they
+//!   came (for expiry), `ready` = those whose acceptance the record script
+//!   found, for the API to apply (a list)
 //! - `webhook:<provider>:<account>:<message id>`, TTL = longer than the
 //!   vendor retries a webhook (de-duplicates redelivered webhooks)
 //! - `rate:<provider>:<account>`, `pace:<provider>:<account>:<digits>` = GCRA
 //!   theoretical arrival time in µs, expiring once idle
 
+mod lifecycle;
 mod limit;
 mod memory;
 mod state;
 mod store;
 mod window;
 
+pub use lifecycle::{
+    Acceptance, Applied, Change, Death, HOLD_FOR, Lifecycle, Moment, State, StatusReport, Sweep,
+    change,
+};
 pub use limit::{FALLBACK_SHARE, Limiter, REDIS_RETRY_INTERVAL, Rate, RecipientPacer};
 pub use memory::MemoryState;
 pub use state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
+use crate::lifecycle::{Acceptance, Death, Lifecycle, lifecycle_from_fields};
 use crate::state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};
 use crate::window::oldest_open_inbound;
 use crate::{Contact, StoreError};
@@ -22,6 +23,10 @@ pub struct MemoryState {
 #[derive(Debug, Default)]
 struct Memory {
     sent: HashMap<String, String>,
+    /// job id → its lifecycle record's fields, as the record script writes them
+    lifecycles: HashMap<String, HashMap<String, String>>,
+    /// (provider, vendor message id) → job id
+    correlations: HashMap<(String, String), String>,
     /// job id → (claim token, expiry)
     claims: HashMap<String, (String, Instant)>,
     suppressed: HashSet<Contact>,
@@ -66,6 +71,17 @@ impl MemoryState {
 
     pub fn last_inbound(&self, contact: &Contact) -> Option<i64> {
         self.memory().inbound.get(contact).copied()
+    }
+
+    /// A job's lifecycle record, as the send path wrote it.
+    pub fn lifecycle(&self, job_id: &str) -> Option<Lifecycle> {
+        lifecycle_from_fields(self.memory().lifecycles.get(job_id)?)
+    }
+
+    /// The job a vendor message id is correlated to.
+    pub fn correlated(&self, provider: &str, vendor_message_id: &str) -> Option<String> {
+        let key = (provider.to_owned(), vendor_message_id.to_owned());
+        self.memory().correlations.get(&key).cloned()
     }
 
     pub fn is_suppressed(&self, contact: &Contact) -> bool {
@@ -131,7 +147,7 @@ impl SendState for MemoryState {
     async fn record_sent(
         &self,
         claim: Claim,
-        vendor_message_id: Option<&str>,
+        acceptance: &Acceptance<'_>,
         _remember_for: Duration,
     ) -> Result<Recorded, Unrecorded> {
         let mut memory = self.memory();
@@ -143,15 +159,48 @@ impl SendState for MemoryState {
                 vendor_message_id: Some(earlier.clone()).filter(|id| !id.is_empty()),
             },
             None => {
-                memory.sent.insert(
+                let vendor_message_id = acceptance.vendor_message_id.unwrap_or("");
+                memory
+                    .sent
+                    .insert(claim.job_id().to_owned(), vendor_message_id.to_owned());
+                let fields = acceptance.fields().into_iter();
+                memory.lifecycles.insert(
                     claim.job_id().to_owned(),
-                    vendor_message_id.unwrap_or("").to_owned(),
+                    fields
+                        .map(|(name, value)| (name.to_owned(), value))
+                        .collect(),
                 );
+                if !vendor_message_id.is_empty() {
+                    let correlation = (
+                        acceptance.job.provider.clone(),
+                        vendor_message_id.to_owned(),
+                    );
+                    memory
+                        .correlations
+                        .insert(correlation, claim.job_id().to_owned());
+                }
                 Recorded::First
             }
         };
         memory.release(&claim);
         Ok(recorded)
+    }
+
+    async fn record_dead(
+        &self,
+        death: &Death<'_>,
+        _remember_for: Duration,
+    ) -> Result<(), StoreError> {
+        let mut memory = self.memory();
+        memory.fail()?;
+        let fields = death.fields().into_iter();
+        memory.lifecycles.insert(
+            death.job.id.clone(),
+            fields
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        );
+        Ok(())
     }
 
     async fn release(&self, claim: Claim) -> Result<(), StoreError> {

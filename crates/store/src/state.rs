@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use herald_core::config::WindowConfig;
 
-use crate::{Contact, Rate, StoreError};
+use crate::{Acceptance, Contact, Death, Rate, StoreError};
 
 /// One delivery's right to call the vendor for a job. Redis keeps it with a
 /// TTL, so a worker that dies holding one blocks the job only that long;
@@ -108,14 +108,23 @@ pub trait SendState: Send + Sync + 'static {
         admit: &Admit<'_>,
     ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
 
-    /// Remembers the job as sent for `remember_for` and releases the claim
-    /// if it is still this delivery's.
+    /// Remembers the job as sent for `remember_for`, with its lifecycle
+    /// record and vendor id correlation (CONTRACT §10), and releases the
+    /// claim if it is still this delivery's.
     fn record_sent(
         &self,
         claim: Claim,
-        vendor_message_id: Option<&str>,
+        acceptance: &Acceptance<'_>,
         remember_for: Duration,
     ) -> impl Future<Output = Result<Recorded, Unrecorded>> + Send;
+
+    /// Remembers a job's dead letter for `remember_for`, so its story can be
+    /// asked for (CONTRACT §10).
+    fn record_dead(
+        &self,
+        death: &Death<'_>,
+        remember_for: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Gives the claim up without a send, if it is still this delivery's.
     fn release(&self, claim: Claim) -> impl Future<Output = Result<(), StoreError>> + Send;

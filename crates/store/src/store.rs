@@ -10,6 +10,7 @@ use herald_core::config::WindowConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError, RedisResult, RetryMethod, Script};
 
+use crate::lifecycle::{Acceptance, Death};
 use crate::state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};
 use crate::window::{inbound_time, oldest_open_inbound};
 
@@ -94,7 +95,7 @@ pub struct Contact {
 /// Cluster mode (CONTRACT §13) `key` is where an account's hash tag goes,
 /// so that one script may touch a job's keys and its account's together.
 #[derive(Debug, Clone)]
-struct Keys {
+pub(crate) struct Keys {
     prefix: Arc<str>,
 }
 
@@ -126,6 +127,12 @@ impl Keys {
         self.key(&["suppressed", &c.provider, &c.account, &c.digits])
     }
 
+    /// The index of an account's suppressed contacts (a set of digits), so
+    /// they can be listed without scanning the keyspace.
+    fn suppressions(&self, provider: &str, account: &str) -> String {
+        self.key(&["suppressions", provider, account])
+    }
+
     fn pause(&self, provider: &str, account: &str) -> String {
         self.key(&["pause", provider, account])
     }
@@ -136,6 +143,34 @@ impl Keys {
 
     fn pace(&self, c: &Contact) -> String {
         self.key(&["pace", &c.provider, &c.account, &c.digits])
+    }
+
+    pub(crate) fn vmsg(&self, provider: &str, vendor_message_id: &str) -> String {
+        self.key(&["vmsg", provider, vendor_message_id])
+    }
+
+    pub(crate) fn status(&self, job_id: &str) -> String {
+        self.key(&["status", job_id])
+    }
+
+    pub(crate) fn held(&self) -> String {
+        self.key(&["held"])
+    }
+
+    /// The statuses waiting for one vendor message's acceptance.
+    pub(crate) fn waiting(&self, provider: &str, vendor_message_id: &str) -> String {
+        self.key(&["held", provider, vendor_message_id])
+    }
+
+    /// Held statuses whose acceptance is recorded, for the API to apply.
+    pub(crate) fn ready(&self) -> String {
+        self.key(&["ready"])
+    }
+
+    /// Scripts build the keys they find by reading (a job's record from its
+    /// correlation) from this.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn webhook(&self, provider: &str, account: &str, message_id: &str) -> String {
@@ -149,7 +184,7 @@ impl Keys {
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
-    keys: Keys,
+    pub(crate) keys: Keys,
 }
 
 impl fmt::Debug for Store {
@@ -198,7 +233,11 @@ impl Store {
     /// makes the manager reconnect in the background while still failing the
     /// command that met it, so that command is retried once on the new
     /// connection.
-    async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        op: F,
+    ) -> Result<T, StoreError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -353,25 +392,38 @@ impl Store {
     async fn record_claimed(
         &self,
         claim: Claim,
-        vendor_message_id: Option<&str>,
+        acceptance: &Acceptance<'_>,
         remember_for: Duration,
     ) -> Result<Recorded, Unrecorded> {
+        let job = acceptance.job;
+        let vendor_message_id = acceptance.vendor_message_id.unwrap_or("");
         let keys = [
             self.keys.sent(claim.job_id()),
             self.keys.inflight(claim.job_id()),
+            self.keys.vmsg(&job.provider, vendor_message_id),
+            self.keys.status(claim.job_id()),
+            self.keys.waiting(&job.provider, vendor_message_id),
+            self.keys.held(),
+            self.keys.ready(),
         ];
+        let fields = acceptance.fields();
         let answer: Result<(i64, String), StoreError> = self
             .run("record the send", |mut conn| {
-                let (keys, claim) = (&keys, &claim);
+                let (keys, claim, fields) = (&keys, &claim, &fields);
                 async move {
-                    RECORD
-                        .key(&keys[0])
-                        .key(&keys[1])
+                    let mut script = RECORD.prepare_invoke();
+                    for key in keys {
+                        script.key(key);
+                    }
+                    script
                         .arg(claim.token())
-                        .arg(vendor_message_id.unwrap_or(""))
+                        .arg(vendor_message_id)
                         .arg(millis(remember_for))
-                        .invoke_async(&mut conn)
-                        .await
+                        .arg(claim.job_id());
+                    for (name, value) in fields {
+                        script.arg(*name).arg(value);
+                    }
+                    script.invoke_async(&mut conn).await
                 }
             })
             .await;
@@ -502,17 +554,79 @@ impl Store {
     /// without a vendor call until it is released (CONTRACT §11).
     pub async fn suppress(&self, contact: &Contact) -> Result<(), StoreError> {
         let key = self.keys.suppressed(contact);
+        let index = self.keys.suppressions(&contact.provider, &contact.account);
         self.run("suppress the contact", |mut conn| {
-            let key = &key;
+            let (key, index) = (&key, &index);
             async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(Utc::now().timestamp_millis())
+                redis::pipe()
+                    .atomic()
+                    .set(key, Utc::now().timestamp_millis())
+                    .ignore()
+                    .sadd(index, &contact.digits)
+                    .ignore()
                     .query_async::<()>(&mut conn)
                     .await
             }
         })
         .await
+    }
+
+    /// Releases a suppressed contact; `false` when it was not suppressed.
+    pub async fn release_suppression(&self, contact: &Contact) -> Result<bool, StoreError> {
+        let key = self.keys.suppressed(contact);
+        let index = self.keys.suppressions(&contact.provider, &contact.account);
+        let (removed,): (u32,) = self
+            .run("release the suppression", |mut conn| {
+                let (key, index) = (&key, &index);
+                async move {
+                    redis::pipe()
+                        .atomic()
+                        .del(key)
+                        .srem(index, &contact.digits)
+                        .ignore()
+                        .query_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Every suppressed contact of an account by digits, with when it was
+    /// suppressed (epoch ms), from the account's index of suppressions.
+    pub async fn suppressed(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let index = self.keys.suppressions(provider, account);
+        let mut digits: Vec<String> = self
+            .run("list the suppressed contacts", |mut conn| {
+                let index = &index;
+                async move {
+                    redis::cmd("SMEMBERS")
+                        .arg(index)
+                        .query_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+        digits.sort();
+        let mut contacts = Vec::with_capacity(digits.len());
+        for digits in digits {
+            let contact = Contact {
+                provider: provider.to_owned(),
+                account: account.to_owned(),
+                digits,
+            };
+            let key = self.keys.suppressed(&contact);
+            // A suppression set before the index existed, or released by
+            // hand, is listed by what its own key says.
+            if let Some(since) = self.get::<Option<i64>>("read a suppression", &key).await? {
+                contacts.push((contact.digits, since));
+            }
+        }
+        Ok(contacts)
     }
 
     // ----- webhook de-duplication: `webhook:<provider>:<account>:<message id>` -----
@@ -620,15 +734,22 @@ impl SendState for Store {
     async fn record_sent(
         &self,
         claim: Claim,
-        vendor_message_id: Option<&str>,
+        acceptance: &Acceptance<'_>,
         remember_for: Duration,
     ) -> Result<Recorded, Unrecorded> {
-        self.record_claimed(claim, vendor_message_id, remember_for)
-            .await
+        self.record_claimed(claim, acceptance, remember_for).await
     }
 
     async fn release(&self, claim: Claim) -> Result<(), StoreError> {
         self.release_claim(claim).await
+    }
+
+    async fn record_dead(
+        &self,
+        death: &Death<'_>,
+        remember_for: Duration,
+    ) -> Result<(), StoreError> {
+        Store::record_dead(self, death, remember_for).await
     }
 
     async fn sent(&self, job_id: &str) -> Result<Option<String>, StoreError> {

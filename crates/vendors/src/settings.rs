@@ -6,8 +6,9 @@ use herald_core::ConfigError;
 use herald_core::config::{Secret, read_secret};
 
 /// Keys every account may carry that another part of Herald reads (the
-/// webhook endpoint checks vendor callbacks with this secret).
-const SHARED_KEYS: &[&str] = &["webhook_secret_env", "webhook_secret_file"];
+/// webhook endpoint checks vendor callbacks with this secret, and suppresses
+/// customers who send a stop keyword).
+const SHARED_KEYS: &[&str] = &["webhook_secret_env", "webhook_secret_file", "stop_keywords"];
 
 /// One account's vendor keys, tracking which were read.
 pub(crate) struct Settings<'a> {

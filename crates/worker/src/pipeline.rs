@@ -29,8 +29,8 @@ use tracing::{error, info, warn};
 
 use herald_core::{Config, DeadReason, Job, Message};
 use herald_store::{
-    Admission, Admit, Claim, Contact, Recorded, SendState, Store, StoreError, Unrecorded,
-    WindowState,
+    Acceptance, Admission, Admit, Claim, Contact, Death, Recorded, SendState, Store, StoreError,
+    Unrecorded, WindowState,
 };
 use herald_vendors::{PermanentCause, RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
 
@@ -104,6 +104,9 @@ impl<S: SendState> Pipeline<S> {
             .run(&job, routing_key, &mut calls, lease)
             .await
             .unwrap_or_else(|early| early);
+        if let Outcome::Dead(dead) = &outcome {
+            self.record_dead(&job, dead, calls).await;
+        }
         Processed {
             job: Some(job),
             calls,
@@ -182,8 +185,14 @@ impl<S: SendState> Pipeline<S> {
                 Next::Settle(Outcome::Sent {
                     vendor_message_id, ..
                 }) => {
-                    self.record_sent(claim, job, vendor_message_id.as_deref())
-                        .await;
+                    let acceptance = Acceptance {
+                        job,
+                        vendor_message_id: vendor_message_id.as_deref(),
+                        attempts: calls.attempts,
+                        fallback_used,
+                        at: Utc::now(),
+                    };
+                    self.record_sent(claim, &acceptance).await;
                     return Ok(Outcome::Sent {
                         vendor_message_id,
                         fallback_used,
@@ -395,7 +404,8 @@ impl<S: SendState> Pipeline<S> {
     /// Remembers the send. The vendor accepted the message, so this is
     /// tried until Redis takes it (for as long as a delivery may be held):
     /// without the record a redelivered copy would be sent again.
-    async fn record_sent(&self, claim: Claim, job: &Job, vendor_message_id: Option<&str>) {
+    async fn record_sent(&self, claim: Claim, acceptance: &Acceptance<'_>) {
+        let job = acceptance.job;
         let remember_for = self.config.idempotency.ttl;
         let held_since = Instant::now();
         let mut delays = redis_backoff();
@@ -403,7 +413,7 @@ impl<S: SendState> Pipeline<S> {
         loop {
             match self
                 .state
-                .record_sent(claim, vendor_message_id, remember_for)
+                .record_sent(claim, acceptance, remember_for)
                 .await
             {
                 Ok(Recorded::First) => return,
@@ -421,6 +431,22 @@ impl<S: SendState> Pipeline<S> {
                     tokio::time::sleep(delays.next().expect("endless")).await;
                 }
             }
+        }
+    }
+
+    /// Keeps the dead letter's reason for `herald status`, best effort: the
+    /// dead letter itself is what must not be lost.
+    async fn record_dead(&self, job: &Job, dead: &Dead, calls: Calls) {
+        let death = Death {
+            job,
+            reason: dead.reason.as_str(),
+            detail: &dead.detail,
+            attempts: calls.attempts,
+            at: Utc::now(),
+        };
+        let remember_for = self.config.idempotency.ttl;
+        if let Err(error) = self.state.record_dead(&death, remember_for).await {
+            warn!(job_id = %job.id, %error, "could not record the dead letter's reason");
         }
     }
 

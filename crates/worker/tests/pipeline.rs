@@ -170,6 +170,18 @@ async fn an_open_window_sends_once_and_a_second_delivery_is_a_duplicate() {
     );
     assert_eq!(first.calls.attempts, 1);
     assert!(!s.state().is_claimed("j1"), "recording released the claim");
+    let lifecycle = s
+        .state()
+        .lifecycle("j1")
+        .expect("the lifecycle is recorded");
+    assert_eq!(lifecycle.state, herald_store::State::Accepted);
+    assert_eq!(lifecycle.vendor_message_id.as_deref(), Some("cc8074ae:0"));
+    assert_eq!(lifecycle.attempts, 1);
+    assert_eq!(
+        s.state().correlated("kaleyra", "cc8074ae:0").as_deref(),
+        Some("j1"),
+        "the vendor id is correlated in the same record"
+    );
 
     let again = s.process(&text_job("j1")).await;
     assert_eq!(
@@ -245,6 +257,7 @@ async fn a_closed_window_is_dead_or_sends_the_fallback_template() {
     let sent = &s.vendor.received_requests().await.unwrap()[0];
     let form = String::from_utf8_lossy(&sent.body);
     assert!(form.contains("template_name=order_update"), "{form}");
+    assert!(s.state().lifecycle("j2").unwrap().fallback_used);
 }
 
 #[tokio::test]
@@ -258,6 +271,13 @@ async fn a_suppressed_contact_is_dead_without_a_vendor_call() {
         dead_reason(&s.process(&text_job("j1")).await),
         DeadReason::Suppressed
     );
+    let story = s
+        .state()
+        .lifecycle("j1")
+        .expect("the dead letter is remembered");
+    assert_eq!(story.dead_reason.as_deref(), Some("suppressed"));
+    assert_eq!(story.state, herald_store::State::Failed);
+    assert_eq!(story.accepted_at, None);
     assert_eq!(s.calls().await, 0);
 }
 

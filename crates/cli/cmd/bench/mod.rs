@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod limiter;
 mod pipeline;
+mod webhooks;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -14,6 +15,8 @@ pub enum Command {
     Limiter(limiter::LimiterArgs),
     /// End-to-end throughput and memory of publish → worker → vendor.
     Pipeline(pipeline::PipelineArgs),
+    /// The webhook handler's latency under a steady rate of status callbacks.
+    Webhooks(webhooks::WebhooksArgs),
     /// One process of a multi-process limiter run (started by `bench limiter`).
     #[command(hide = true)]
     LimiterProcess(limiter::ProcessArgs),
@@ -23,6 +26,7 @@ pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<Exit
     match command {
         Command::Limiter(args) => limiter::limiter(args, config).await,
         Command::Pipeline(args) => pipeline::pipeline(args, config).await,
+        Command::Webhooks(args) => webhooks::webhooks(args, config).await,
         Command::LimiterProcess(args) => limiter::limiter_process(args).await,
     }
 }

@@ -1,6 +1,7 @@
 //! herald-store against a real Redis: each test under its own key prefix
 //! (herald-testkit), removed when the test ends.
 
+mod lifecycle;
 mod limits;
 mod state;
 

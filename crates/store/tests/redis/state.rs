@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use herald_core::Job;
 use herald_core::config::WindowConfig;
 use herald_store::{
-    Admission, Admit, Claim, Contact, Rate, Recorded, SendState, Store, StoreError,
+    Acceptance, Admission, Admit, Claim, Contact, Rate, Recorded, SendState, Store, StoreError,
 };
 use herald_testkit::TestEnv;
 use rand::Rng;
@@ -16,12 +17,12 @@ use super::{closed_port_url, store};
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const HOUR_MS: i64 = 3_600_000;
 
-fn window() -> WindowConfig {
+pub fn window() -> WindowConfig {
     WindowConfig::default()
 }
 
 /// A text message's admission: window enforced, no fallback, no limits.
-fn admit<'a>(job_id: &'a str, contact: &'a Contact, window: &'a WindowConfig) -> Admit<'a> {
+pub fn admit<'a>(job_id: &'a str, contact: &'a Contact, window: &'a WindowConfig) -> Admit<'a> {
     Admit {
         job_id,
         contact,
@@ -33,15 +34,36 @@ fn admit<'a>(job_id: &'a str, contact: &'a Contact, window: &'a WindowConfig) ->
     }
 }
 
+/// A text job to [`contact`].
+pub fn job(id: &str) -> Job {
+    let body = serde_json::json!({
+        "id": id, "provider": "kaleyra", "to": "+254712345678",
+        "message": {"type": "text", "body": "hi"},
+        "fallback_template": {"type": "template", "name": "order_update", "language": "en"},
+    });
+    Job::from_value(body).expect("a valid job")
+}
+
+/// The vendor accepted `job` as `vendor_message_id`, on its first call.
+pub fn accepted<'a>(job: &'a Job, vendor_message_id: Option<&'a str>) -> Acceptance<'a> {
+    Acceptance {
+        job,
+        vendor_message_id,
+        attempts: 1,
+        fallback_used: false,
+        at: Utc::now(),
+    }
+}
+
 /// Admits and expects a claim.
-async fn claim(store: &Store, admit: &Admit<'_>) -> Claim {
+pub async fn claim(store: &Store, admit: &Admit<'_>) -> Claim {
     match store.admit(admit).await.unwrap() {
         Admission::Admitted { claim, .. } => claim,
         other => panic!("expected a claim, got {other:?}"),
     }
 }
 
-fn contact() -> Contact {
+pub fn contact() -> Contact {
     Contact {
         provider: "kaleyra".into(),
         account: "default".into(),
@@ -203,13 +225,16 @@ async fn a_recorded_send_is_remembered_with_its_vendor_id_for_the_horizon() {
     let first = claim(&store, &admit("job-1", &c, &w)).await;
     assert_eq!(
         store
-            .record_sent(first, Some("wamid.42"), week)
+            .record_sent(first, &accepted(&job("job-1"), Some("wamid.42")), week)
             .await
             .unwrap(),
         Recorded::First
     );
     let second = claim(&store, &admit("job-2", &c, &w)).await;
-    store.record_sent(second, None, week).await.unwrap();
+    store
+        .record_sent(second, &accepted(&job("job-2"), None), week)
+        .await
+        .unwrap();
     assert_eq!(
         store.sent("job-1").await.unwrap().as_deref(),
         Some("wamid.42")
@@ -249,7 +274,9 @@ async fn only_one_delivery_holds_the_claim_and_the_other_finds_the_send() {
     let other = claim(&b, &admit("job-2", &c, &w)).await;
     b.release(other).await.unwrap();
 
-    a.record_sent(held, Some("m1"), DAY).await.unwrap();
+    a.record_sent(held, &accepted(&job("job-1"), Some("m1")), DAY)
+        .await
+        .unwrap();
     assert!(matches!(
         b.admit(&admit("job-1", &c, &w)).await.unwrap(),
         Admission::Duplicate { .. }
@@ -302,9 +329,15 @@ async fn a_late_record_keeps_the_first_send() {
     let slow = claim(&store, &short).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     let fast = claim(&store, &admit("job-1", &c, &w)).await;
-    store.record_sent(fast, Some("first"), DAY).await.unwrap();
+    store
+        .record_sent(fast, &accepted(&job("job-1"), Some("first")), DAY)
+        .await
+        .unwrap();
     assert_eq!(
-        store.record_sent(slow, Some("second"), DAY).await.unwrap(),
+        store
+            .record_sent(slow, &accepted(&job("job-1"), Some("second")), DAY)
+            .await
+            .unwrap(),
         Recorded::AlreadySent {
             vendor_message_id: Some("first".into())
         }
