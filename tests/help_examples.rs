@@ -272,6 +272,23 @@ impl Sandbox {
             headers.insert(header::DEAD_AT.into(), text(&now));
             headers.insert(header::PROVIDER.into(), text("kaleyra"));
             let body = job_body(id);
+            // The worker that dead-lettered it also kept its story, which
+            // `herald status` tells.
+            let job = herald_core::Job::parse(body.as_bytes()).unwrap();
+            let death = herald_store::Death {
+                job: &job,
+                reason,
+                detail: "seeded for the examples",
+                attempts: 1,
+                at: chrono::Utc::now(),
+            };
+            let store = herald_store::Store::connect(&self.env.redis_url, &self.env.prefix)
+                .await
+                .unwrap();
+            store
+                .record_dead(&death, Duration::from_secs(3600))
+                .await
+                .unwrap();
             self.broker
                 .publisher
                 .publish(Outgoing {

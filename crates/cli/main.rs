@@ -82,9 +82,15 @@ enum Command {
     Window(cmd::window::WindowCommand),
     /// What happened to one message: state, attempts, fallback, timeline
     /// (exit code 3 for a message Herald does not know).
+    #[command(
+        after_help = "Examples:\n  herald status order-1234-shipped\n  herald status order-1234-shipped --json"
+    )]
     Status(cmd::status::Args),
     /// Suppress, release and list opted-out contacts.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  herald suppress add --provider kaleyra --contact +254712345678\n  herald suppress list --provider kaleyra\n  herald suppress remove --provider kaleyra --contact +254712345678"
+    )]
     Suppress(cmd::suppress::Command),
     /// Inspect, replay, purge, export and import dead letters.
     #[command(subcommand)]

@@ -15,17 +15,26 @@ use super::window::{ContactArgs, configured_contact, connect};
 pub enum Command {
     /// Suppress a contact: its jobs are dead-lettered as `suppressed`
     /// without a vendor call.
+    #[command(
+        after_help = "Example:\n  herald suppress add --provider kaleyra --account default --contact +254700000001"
+    )]
     Add(ContactArgs),
     /// Release a suppressed contact (exit code 3 when it was not suppressed).
+    #[command(
+        after_help = "Example:\n  herald suppress remove --provider kaleyra --account default --contact +254700000001"
+    )]
     Remove(ContactArgs),
     /// List the suppressed contacts of one account.
+    #[command(after_help = "Example:\n  herald suppress list --provider kaleyra --json")]
     List(ListArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
+    /// The provider, as in `[providers.<provider>.<account>]`.
     #[arg(long)]
     provider: String,
+    /// The account of that provider.
     #[arg(long, default_value = "default")]
     account: String,
     /// Print JSON instead of text.

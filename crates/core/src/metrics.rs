@@ -7,6 +7,7 @@
 //! as summaries, which cannot be aggregated across replicas.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -28,8 +29,29 @@ pub fn recorder(histograms: &[Buckets]) -> &'static PrometheusHandle {
             .expect("bucket bounds are non-empty constants");
         // Another recorder already installed (a test harness's): render
         // from a private one rather than fail.
-        builder
+        let handle = builder
             .install_recorder()
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+        keep_up(handle.clone());
+        handle
     })
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Histogram samples wait in the recorder until folded into buckets, which
+/// a scrape does; without a scraper they would pile up (the 10-minute soak
+/// at 1,000 jobs/s grew the worker by 40 MiB). One thread folds them on a
+/// schedule, whatever scrapes or not.
+fn keep_up(handle: PrometheusHandle) {
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        })
+        .expect("spawn the metrics upkeep thread");
 }

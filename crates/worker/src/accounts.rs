@@ -27,6 +27,10 @@ pub fn longest_call(config: &Config) -> Duration {
 /// What a send's record may take after its vendor call, Redis being slow.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
+/// The most deliveries in flight the accounts' rates alone may ask for:
+/// enough for Meta's highest tier (1,000/s) at a second of latency.
+const MOST_IN_FLIGHT_FOR_RATES: u16 = 1000;
+
 /// How long a vendor call may take before an account's rate, rather than
 /// its latency, stops being what limits it (see [`prefetch_for`]).
 const LATENCY_BUDGET_SECS: f64 = 1.0;
@@ -37,7 +41,9 @@ const LATENCY_BUDGET_SECS: f64 = 1.0;
 /// jobs are unacked deliveries (a job is acked only once its outcome is
 /// durable), so this is the worker's concurrency for the provider: with a
 /// fixed prefetch of 32 and a 200 ms vendor, an account could never pass
-/// 160 messages a second whatever its rate.
+/// 160 messages a second whatever its rate. What the rates ask for is capped
+/// at [`MOST_IN_FLIGHT_FOR_RATES`] (each delivery in flight holds its job,
+/// request and buffers: ~50 KiB measured); an explicit `amqp.prefetch` is not.
 pub fn prefetch_for(config: &Config, provider: &str) -> u16 {
     let for_rates: f64 = config
         .providers
@@ -47,7 +53,7 @@ pub fn prefetch_for(config: &Config, provider: &str) -> u16 {
         .filter_map(|account| account.rate_per_second)
         .map(|per_second| per_second * LATENCY_BUDGET_SECS)
         .sum();
-    let for_rates = for_rates.ceil().min(f64::from(u16::MAX)) as u16;
+    let for_rates = for_rates.ceil().min(f64::from(MOST_IN_FLIGHT_FOR_RATES)) as u16;
     config.amqp.prefetch.max(for_rates)
 }
 
@@ -163,7 +169,9 @@ mod tests {
             account("default", "rate_per_second = 1000"),
             account("second", "rate_per_second = 80.5")
         ));
-        assert_eq!(prefetch_for(&fast, "kaleyra"), 1081);
+        assert_eq!(prefetch_for(&fast, "kaleyra"), 1000, "capped");
         assert_eq!(prefetch_for(&fast, "pingup"), 32, "no such provider");
+        let mid = config(&account("default", "rate_per_second = 80.5"));
+        assert_eq!(prefetch_for(&mid, "kaleyra"), 81);
     }
 }
