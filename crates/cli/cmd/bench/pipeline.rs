@@ -495,3 +495,60 @@ impl Soak {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: PipelineArgs,
+    }
+
+    fn plan_of(args: &[&str]) -> anyhow::Result<Plan> {
+        let cli = Cli::try_parse_from(std::iter::once("pipeline").chain(args.iter().copied()))?;
+        plan(&cli.args)
+    }
+
+    #[test]
+    fn each_mode_has_its_own_jobs_and_latency_unless_told() {
+        let compare = plan_of(&[]).unwrap();
+        assert_eq!(
+            (compare.jobs, compare.spec.latency),
+            (20_000, Duration::ZERO)
+        );
+        let slow = plan_of(&["--mode", "slow-vendor"]).unwrap();
+        assert_eq!(
+            (slow.jobs, slow.spec.latency),
+            (10_000, Duration::from_millis(200))
+        );
+        let told = plan_of(&["--mode", "memory", "--jobs", "500", "--latency", "5ms"]).unwrap();
+        assert_eq!(
+            (told.jobs, told.spec.latency),
+            (500, Duration::from_millis(5))
+        );
+    }
+
+    #[test]
+    fn a_soak_publishes_rate_times_duration() {
+        let soak = plan_of(&["--mode", "soak", "--rate", "250", "--duration", "2m"]).unwrap();
+        assert_eq!(soak.jobs, 30_000);
+    }
+
+    #[test]
+    fn nonsense_settings_are_refused_naming_the_flag() {
+        for (args, flag) in [
+            (&["--prefetch", "0"][..], "--prefetch"),
+            (&["--jobs", "0"][..], "--jobs"),
+            (&["--mode", "soak", "--jobs", "10"][..], "--jobs"),
+            (&["--mode", "soak", "--rate", "0"][..], "--rate"),
+            (&["--mode", "soak", "--samples", "1"][..], "--samples"),
+        ] {
+            let error = plan_of(args).unwrap_err().to_string();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+    }
+}

@@ -478,3 +478,37 @@ impl ScratchVhost {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_configuration_has_every_feature_on_in_the_scratch_vhost() {
+        let base = Config::default();
+        let config = worker_config(
+            &base,
+            "scratch",
+            "herald:scratch:",
+            48,
+            "http://127.0.0.1:9",
+        )
+        .unwrap();
+        assert!(config.amqp.url.ends_with("/scratch"), "{}", config.amqp.url);
+        assert_eq!(config.amqp.prefetch, 48);
+        assert_eq!(config.redis.prefix, "herald:scratch:");
+        let account = config.account(PROVIDER, ACCOUNT).unwrap();
+        assert_eq!(account.rate_per_second, Some(RATE_PER_SECOND));
+        assert_eq!(account.rate_scope, RateScope::Global);
+        assert_eq!(account.per_recipient_interval, Some(PACING));
+        assert!(account.enforce_window);
+        assert_eq!(account.base_url, "http://127.0.0.1:9");
+        assert_eq!(config.providers.len(), 1);
+    }
+
+    #[test]
+    fn recipients_are_distinct_e164_numbers() {
+        assert_eq!(recipient(0), "+254700000000");
+        assert_eq!(recipient(99_999), "+254700099999");
+    }
+}
