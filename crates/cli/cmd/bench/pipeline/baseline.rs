@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -112,7 +112,8 @@ pub async fn handwritten(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let prefix = &config.redis.prefix;
     let worker = Arc::new(Worker {
         redis: redis::Client::open(config.redis.url.as_str())
-            .context("redis.url is not a Redis URL")?
+            // The parser's message may quote the URL, password and all.
+            .map_err(|e| anyhow!("redis.url is not a Redis URL ({:?})", e.kind()))?
             .get_multiplexed_async_connection()
             .await
             .context("cannot reach Redis")?,
