@@ -8,6 +8,7 @@ use chrono::{TimeDelta, Utc};
 use herald_client::JobBuilder;
 use herald_core::{DeadReason, EventStatus};
 use herald_store::{Contact, Store};
+use redis::AsyncCommands;
 use wiremock::ResponseTemplate;
 
 use crate::worker::{FAST_RETRY, Harness, free_local_addr, kaleyra_account, kaleyra_ok, text_job};
@@ -28,7 +29,7 @@ async fn inbound_ago(h: &Harness, ago: TimeDelta) {
         .unwrap();
     let at = (Utc::now() - ago).timestamp_millis();
     store
-        .record_inbound(&contact(), at, h.config.window.open_for())
+        .record_inbound(&contact(), at, &h.config.window)
         .await
         .unwrap();
 }
@@ -204,6 +205,31 @@ async fn inbound_record_never_moves_the_window_back() {
     ]);
     let shown: serde_json::Value = serde_json::from_str(&crate::support::stdout_of(&out)).unwrap();
     assert_eq!(shown["open"], true, "{shown}");
+
+    // A time next year counts as now: it cannot hold the window open until then.
+    let next_year = Utc::now() + TimeDelta::days(365);
+    let before = Utc::now();
+    let out = config.run(&[
+        "inbound",
+        "record",
+        "--provider",
+        "kaleyra",
+        "--contact",
+        "+254712345678",
+        "--at",
+        &next_year.to_rfc3339(),
+    ]);
+    crate::support::stdout_of(&out);
+    let stored: i64 = h
+        .redis_get("inbound:kaleyra:default:254712345678")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (before.timestamp_millis()..=Utc::now().timestamp_millis()).contains(&stored),
+        "a future inbound time was clamped to now, not stored as {stored}"
+    );
 }
 
 /// A Redis of this test's own, so it can be stopped and started again.
@@ -286,22 +312,44 @@ async fn without_redis_a_session_job_is_neither_sent_nor_dead_lettered() {
         0,
         "nothing dead-lettered for Redis being away"
     );
+    assert_eq!(
+        h.depth("herald.delay.1s").await,
+        0,
+        "the delivery is held, not churned through the delay tiers"
+    );
     assert_eq!(readyz(&h).await, 503, "not ready while Redis is down");
 
     let redis = PrivateRedis::start(port);
     let store = Store::connect(&redis.url(), &h.env.prefix).await.unwrap();
     store
-        .record_inbound(
-            &contact(),
-            Utc::now().timestamp_millis(),
-            h.config.window.open_for(),
-        )
+        .record_inbound(&contact(), Utc::now().timestamp_millis(), &h.config.window)
         .await
         .unwrap();
-    let (sent, _) = h
+    let (sent, before) = h
         .event_with(EventStatus::Sent, Duration::from_secs(30))
         .await;
     assert_eq!(sent.job_id, "redis-away");
+    assert!(
+        before.is_empty(),
+        "no retrying event while Redis was away: {before:?}"
+    );
     assert_eq!(h.vendor_calls().await, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_key_of_the_wrong_type_dead_letters_the_job_as_store_error() {
+    let mut h = started().await;
+    let key = format!("{}inbound:kaleyra:default:254712345678", h.env.prefix);
+    let _: () = h.env.redis().await.lpush(&key, "not a time").await.unwrap();
+    h.publish(&text_job("wrong-type")).await;
+    let (dead, before) = h.event_with(EventStatus::Dead, WAIT).await;
+    assert_eq!(dead.reason, Some(DeadReason::StoreError));
+    assert!(dead.detail.unwrap().contains("WRONGTYPE"));
+    assert!(
+        before.is_empty(),
+        "dead-lettered, not deferred to a tier: {before:?}"
+    );
+    assert_eq!(h.vendor_calls().await, 0);
     h.stop().await;
 }

@@ -246,6 +246,29 @@ async fn sigterm_under_load_exits_within_the_grace_period_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn sigterm_finishes_the_jobs_in_flight_and_acks_them_on_their_open_channel() {
+    let fleet = Fleet::start(Duration::from_millis(1500), "10s").await;
+    // Exactly the prefetch: every job is in flight when the signal comes.
+    let ids = fleet.publish_n("finish", 8).await;
+    let mut worker = fleet.spawn_worker();
+    fleet.wait_for_calls(8, Duration::from_secs(30)).await;
+    signal(&worker, Signal::SIGTERM);
+    assert!(worker.wait().unwrap().success());
+
+    assert_eq!(
+        fleet.sent_ids(&ids).await.len(),
+        8,
+        "the in-flight jobs were finished"
+    );
+    assert_eq!(
+        fleet.depth("herald.send.kaleyra").await,
+        0,
+        "and acked: nothing went back to the queue for another replica"
+    );
+    assert_eq!(fleet.vendor_requests().await.len(), 8);
+}
+
+#[tokio::test]
 async fn an_api_key_echoed_by_the_vendor_appears_in_no_log_event_or_dead_letter() {
     const KEY: &str = "test-kaleyra-key-0123456789";
     let vendor = MockServer::start().await;

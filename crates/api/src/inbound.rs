@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use herald_core::Config;
 use herald_core::job::{DEFAULT_ACCOUNT, is_e164};
 use herald_core::protocol::rfc3339;
-use herald_store::{Contact, StoreError, WindowState};
+use herald_store::{Contact, StoreError, WindowState, inbound_time};
 
 use crate::error::{self, ApiError, problem};
 use crate::{Api, metrics};
@@ -68,19 +68,9 @@ pub async fn window(
 /// stored (later than `at` when a later message was already known).
 pub async fn record(api: &Api, contact: &Contact, at: DateTime<Utc>) -> Result<i64, ApiError> {
     api.store()
-        .record_inbound(
-            contact,
-            at.timestamp_millis(),
-            api.config().window.open_for(),
-        )
+        .record_inbound(contact, at.timestamp_millis(), &api.config().window)
         .await
         .map_err(store_unavailable)
-}
-
-/// A message cannot have been sent after it reached us: a client or vendor
-/// clock running ahead must not keep the window open past the real 24 h.
-pub fn no_later_than(at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
-    at.min(now)
 }
 
 /// The contact and the instant of a `/v1/inbound` request, or every problem.
@@ -101,7 +91,7 @@ fn read_inbound(
     let contact = configured_contact(config, &request.provider, account, &request.contact);
     let at = match request.at.as_deref().map(DateTime::parse_from_rfc3339) {
         None => Ok(now),
-        Some(Ok(at)) => Ok(no_later_than(at.to_utc(), now)),
+        Some(Ok(at)) => Ok(inbound_time(at.to_utc(), now)),
         Some(Err(e)) => Err(problem(
             "at",
             format!("not an RFC 3339 time like 2026-11-21T10:00:00Z ({e})"),

@@ -15,12 +15,12 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use herald_core::protocol::rfc3339;
-use herald_store::{Contact, StoreError};
+use herald_store::{Contact, StoreError, inbound_time};
 
 use crate::auth::WEBHOOK_SECRET_HEADER;
 use crate::error::{self, ApiError};
 use crate::hooks::{self, Callback};
-use crate::inbound::{no_later_than, record};
+use crate::inbound::record;
 use crate::{Api, metrics};
 
 /// How long a message id is remembered: longer than any vendor keeps
@@ -86,7 +86,7 @@ pub async fn post(
             account: account.clone(),
             digits: message.from,
         };
-        let at = no_later_than(message.at, now);
+        let at = inbound_time(message.at, now);
         if let Err(e) = record(&api, &contact, at).await {
             // Unmark it, so the vendor's retry of this webhook records it.
             if let Err(forget) = store

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -84,9 +83,8 @@ pub async fn run_inbound(
     let contact = configured_contact(&config, &args.who)?;
     let store = connect(&config).await?;
     let at = args.at.unwrap_or_else(Utc::now);
-    let window = Duration::from_secs(u64::from(config.window.hours) * 3600);
     let stored = store
-        .record_inbound(&contact, at.timestamp_millis(), window)
+        .record_inbound(&contact, at.timestamp_millis(), &config.window)
         .await
         .context("could not record the inbound message")?;
     let state = WindowState::at(Some(stored), Utc::now(), &config.window);

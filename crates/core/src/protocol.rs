@@ -31,7 +31,11 @@ pub fn delay_queue(tier: &str) -> String {
 
 /// Headers Herald maintains on jobs and dead letters.
 pub mod header {
+    /// Vendor calls made for the job, throttled ones included.
     pub const ATTEMPT: &str = "x-herald-attempt";
+    /// Of those, the calls the vendor throttled (429): they do not count
+    /// against `retry.max_attempts`.
+    pub const THROTTLED: &str = "x-herald-throttled";
     pub const FIRST_ATTEMPT_AT: &str = "x-herald-first-attempt-at";
     pub const LAST_ERROR: &str = "x-herald-last-error";
     pub const DEAD_REASON: &str = "x-herald-dead-reason";
@@ -95,10 +99,12 @@ pub enum DeadReason {
     RetriesExhausted,
     Expired,
     DeliveryLimit,
+    Suppressed,
+    StoreError,
 }
 
 impl DeadReason {
-    pub const ALL: [DeadReason; 9] = [
+    pub const ALL: [DeadReason; 11] = [
         DeadReason::InvalidJob,
         DeadReason::UnknownProvider,
         DeadReason::UnknownAccount,
@@ -108,6 +114,8 @@ impl DeadReason {
         DeadReason::RetriesExhausted,
         DeadReason::Expired,
         DeadReason::DeliveryLimit,
+        DeadReason::Suppressed,
+        DeadReason::StoreError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +129,8 @@ impl DeadReason {
             DeadReason::RetriesExhausted => "retries_exhausted",
             DeadReason::Expired => "expired",
             DeadReason::DeliveryLimit => "delivery_limit",
+            DeadReason::Suppressed => "suppressed",
+            DeadReason::StoreError => "store_error",
         }
     }
 }

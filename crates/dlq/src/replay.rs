@@ -20,9 +20,10 @@ use crate::{DlqError, Progress, Selection};
 /// the broker (delivery limit) must not be reported under its old reason, so
 /// these go; everything else (`x-death`, first attempt, last error, the
 /// producer's own headers) is history and stays.
-const DROPPED: [&str; 7] = [
+const DROPPED: [&str; 8] = [
     DELIVERY_COUNT,
     header::ATTEMPT,
+    header::THROTTLED,
     header::DEAD_REASON,
     header::DEAD_DETAIL,
     header::DEAD_AT,

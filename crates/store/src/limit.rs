@@ -23,7 +23,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use herald_core::{AccountConfig, RateScope};
 use tracing::{info, warn};
 
-use crate::{Store, StoreError};
+use crate::{Contact, Store, StoreError};
 
 /// While Redis is away, a global limit runs locally at this fraction of its rate.
 pub const FALLBACK_SHARE: u32 = 4;
@@ -123,16 +123,21 @@ impl Limiter {
     ) -> Limiter {
         let scope = match (rate, scope) {
             (None, _) => LimiterScope::Unlimited,
-            (Some(rate), RateScope::Local) => {
-                LimiterScope::Local(RateLimiter::direct(rate.quota()))
-            }
+            (Some(rate), RateScope::Local) => return Limiter::local(rate),
             (Some(rate), RateScope::Global) => LimiterScope::Global {
                 shared: SharedLimit::new(store, rate, format!("{provider}/{account}")),
-                key: format!("rate:{provider}:{account}"),
+                key: store.rate_key(provider, account),
                 fallback: RateLimiter::direct(rate.fallback().quota()),
             },
         };
         Limiter { scope }
+    }
+
+    /// A limit of this process alone.
+    pub fn local(rate: Rate) -> Limiter {
+        Limiter {
+            scope: LimiterScope::Local(RateLimiter::direct(rate.quota())),
+        }
     }
 
     /// Waits until one request may be sent.
@@ -171,7 +176,8 @@ pub struct RecipientPacer {
 enum PacerScope {
     Global {
         shared: SharedLimit,
-        key_prefix: String,
+        provider: String,
+        account: String,
         fallback: DefaultKeyedRateLimiter<String>,
     },
     Local(DefaultKeyedRateLimiter<String>),
@@ -204,18 +210,26 @@ impl RecipientPacer {
         scope: RateScope,
     ) -> RecipientPacer {
         let scope = match scope {
-            RateScope::Local => PacerScope::Local(RateLimiter::keyed(rate.quota())),
+            RateScope::Local => return RecipientPacer::local(rate),
             RateScope::Global => PacerScope::Global {
                 shared: SharedLimit::new(
                     store,
                     rate,
                     format!("{provider}/{account} recipient pacing"),
                 ),
-                key_prefix: format!("pace:{provider}:{account}:"),
+                provider: provider.to_owned(),
+                account: account.to_owned(),
                 fallback: RateLimiter::keyed(rate.fallback().quota()),
             },
         };
         RecipientPacer { scope }
+    }
+
+    /// Pacing kept by this process alone.
+    pub fn local(rate: Rate) -> RecipientPacer {
+        RecipientPacer {
+            scope: PacerScope::Local(RateLimiter::keyed(rate.quota())),
+        }
     }
 
     /// Waits until a message may go to `digits` (E.164 without `+`).
@@ -223,12 +237,20 @@ impl RecipientPacer {
         match &self.scope {
             PacerScope::Global {
                 shared,
-                key_prefix,
+                provider,
+                account,
                 fallback,
-            } => match shared.reserve(&format!("{key_prefix}{digits}")).await {
-                Some(wait) => sleep(wait).await,
-                None => keyed_until_ready(fallback, digits).await,
-            },
+            } => {
+                let contact = Contact {
+                    provider: provider.clone(),
+                    account: account.clone(),
+                    digits: digits.to_owned(),
+                };
+                match shared.reserve(&shared.store.pace_key(&contact)).await {
+                    Some(wait) => sleep(wait).await,
+                    None => keyed_until_ready(fallback, digits).await,
+                }
+            }
             PacerScope::Local(limiter) => keyed_until_ready(limiter, digits).await,
         }
     }

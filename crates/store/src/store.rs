@@ -5,8 +5,13 @@ use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use herald_core::config::WindowConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError, RedisResult, RetryMethod, Script};
+
+use crate::state::{Admission, Admit, Claim, Recorded, SendState, Unrecorded};
+use crate::window::{inbound_time, oldest_open_inbound};
 
 /// Longest a single connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -17,31 +22,57 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 const OPERATION_DEADLINE: Duration = Duration::from_secs(2);
 
 static INBOUND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/inbound.lua")));
-static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/gcra.lua")));
+static GCRA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/gcra_reserve.lua"),
+        include_str!("lua/gcra.lua")
+    ))
+});
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/gcra_reserve.lua"),
+        include_str!("lua/admit.lua")
+    ))
+});
+static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/record.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
 static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/pause.lua")));
 
-/// What went wrong talking to Redis.
+/// What went wrong talking to Redis. The split is what callers act on:
+/// waiting fixes an unavailable Redis, it does not fix a refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// Redis could not be reached or did not answer in time (connection
     /// refused, timeout, broken pipe, still loading): try again later.
-    #[error("Redis unavailable: {0}")]
-    Unavailable(String),
+    #[error("Redis unavailable (could not {operation}): {cause}")]
+    Unavailable {
+        operation: &'static str,
+        cause: String,
+    },
+    /// Redis answered with an error (e.g. a key holding a value of the wrong
+    /// type) or with a value Herald did not write: trying again will not help.
+    #[error("Redis refused to {operation}: {cause}")]
+    Refused {
+        operation: &'static str,
+        cause: String,
+    },
     /// The configured URL is not a Redis URL.
     #[error("the Redis URL is not valid: {0}")]
     InvalidUrl(String),
-    /// Redis answered with an error, or with a value Herald did not write.
-    #[error("Redis refused {0}")]
-    Command(String),
 }
 
 impl StoreError {
-    fn from_redis(operation: &str, error: &RedisError) -> StoreError {
+    fn from_redis(operation: &'static str, error: &RedisError) -> StoreError {
+        let cause = error.to_string();
         if is_unavailable(error) {
-            StoreError::Unavailable(format!("{operation}: {error}"))
+            StoreError::Unavailable { operation, cause }
         } else {
-            StoreError::Command(format!("{operation}: {error}"))
+            StoreError::Refused { operation, cause }
         }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
     }
 }
 
@@ -59,20 +90,73 @@ pub struct Contact {
     pub digits: String,
 }
 
-/// Herald's Redis state: idempotency, in-flight marks, the 24-hour window,
-/// account pauses and the shared rate limits. Cheap to clone; clones share
-/// one multiplexed connection that reconnects in the background.
+/// Every key name (CONTRACT §5), built here and nowhere else. In Redis
+/// Cluster mode (CONTRACT §13) `key` is where an account's hash tag goes,
+/// so that one script may touch a job's keys and its account's together.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key = String::from(&*self.prefix);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push(':');
+            }
+            key.push_str(part);
+        }
+        key
+    }
+
+    fn sent(&self, job_id: &str) -> String {
+        self.key(&["sent", job_id])
+    }
+
+    fn inflight(&self, job_id: &str) -> String {
+        self.key(&["inflight", job_id])
+    }
+
+    fn inbound(&self, c: &Contact) -> String {
+        self.key(&["inbound", &c.provider, &c.account, &c.digits])
+    }
+
+    fn suppressed(&self, c: &Contact) -> String {
+        self.key(&["suppressed", &c.provider, &c.account, &c.digits])
+    }
+
+    fn pause(&self, provider: &str, account: &str) -> String {
+        self.key(&["pause", provider, account])
+    }
+
+    fn rate(&self, provider: &str, account: &str) -> String {
+        self.key(&["rate", provider, account])
+    }
+
+    fn pace(&self, c: &Contact) -> String {
+        self.key(&["pace", &c.provider, &c.account, &c.digits])
+    }
+
+    fn webhook(&self, provider: &str, account: &str, message_id: &str) -> String {
+        self.key(&["webhook", provider, account, message_id])
+    }
+}
+
+/// Herald's Redis state: idempotency, in-flight claims, the 24-hour window,
+/// suppressions, account pauses and the shared rate limits. Cheap to clone;
+/// clones share one multiplexed connection that reconnects in the background.
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
-    prefix: Arc<str>,
+    keys: Keys,
 }
 
 impl fmt::Debug for Store {
     // The connection's own Debug shows the URL, which may carry a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix)
             .finish_non_exhaustive()
     }
 }
@@ -104,21 +188,17 @@ impl Store {
     fn with(conn: ConnectionManager, prefix: &str) -> Store {
         Store {
             conn,
-            prefix: prefix.into(),
+            keys: Keys {
+                prefix: prefix.into(),
+            },
         }
-    }
-
-    fn key(&self, parts: &[&str]) -> String {
-        let mut key = String::from(&*self.prefix);
-        key.push_str(&parts.join(":"));
-        key
     }
 
     /// Runs one operation within [`OPERATION_DEADLINE`]. A connection error
     /// makes the manager reconnect in the background while still failing the
     /// command that met it, so that command is retried once on the new
     /// connection.
-    async fn run<T, F, Fut>(&self, operation: &str, op: F) -> Result<T, StoreError>
+    async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -136,7 +216,11 @@ impl Store {
     }
 
     /// `GET key`.
-    async fn get<T: FromRedisValue>(&self, operation: &str, key: &str) -> Result<T, StoreError> {
+    async fn get<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        key: &str,
+    ) -> Result<T, StoreError> {
         self.run(operation, |mut conn| async move {
             redis::cmd("GET").arg(key).query_async(&mut conn).await
         })
@@ -147,7 +231,7 @@ impl Store {
     /// when it was already there.
     async fn set_once(
         &self,
-        operation: &str,
+        operation: &'static str,
         key: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
@@ -167,7 +251,7 @@ impl Store {
     }
 
     /// `DEL key`.
-    async fn delete(&self, operation: &str, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, operation: &'static str, key: &str) -> Result<(), StoreError> {
         self.run(operation, |mut conn| async move {
             redis::cmd("DEL").arg(key).query_async(&mut conn).await
         })
@@ -188,74 +272,156 @@ impl Store {
     /// The vendor message id a job was sent as (`""` when the vendor gave
     /// none), or `None` when the job is not remembered as sent.
     pub async fn sent(&self, job_id: &str) -> Result<Option<String>, StoreError> {
-        let key = self.key(&["sent", job_id]);
-        self.get("read the sent mark", &key).await
+        self.get("read the sent mark", &self.keys.sent(job_id))
+            .await
     }
 
-    /// Remembers that a job was sent, for `ttl` (the idempotency horizon).
-    pub async fn record_sent(
+    // ----- the send path's two round trips: admit, then record or release -----
+
+    /// Everything before a vendor call in one atomic script: not sent yet,
+    /// not suppressed, not claimed by another delivery, account not paused,
+    /// window open (or a fallback allowed), then the shared permits are
+    /// reserved and the claim taken.
+    async fn admit_job(&self, admit: &Admit<'_>) -> Result<Admission, StoreError> {
+        let contact = admit.contact;
+        let claim = Claim::new(admit.job_id);
+        let open_after = admit
+            .window
+            .map(|window| oldest_open_inbound(Utc::now(), window).to_string())
+            .unwrap_or_default();
+        let keys = [
+            self.keys.sent(admit.job_id),
+            self.keys.inflight(admit.job_id),
+            self.keys.suppressed(contact),
+            self.keys.pause(&contact.provider, &contact.account),
+            self.keys.inbound(contact),
+            self.keys.rate(&contact.provider, &contact.account),
+            self.keys.pace(contact),
+        ];
+        let (rate_us, burst) = admit
+            .rate
+            .map_or((0, 1), |rate| (micros(rate.interval()), rate.burst()));
+        let pacing_us = admit.pacing.map_or(0, |rate| micros(rate.interval()));
+        let (verdict, number, text): (String, i64, String) = self
+            .run("admit the job", |mut conn| {
+                let (keys, claim, open_after) = (&keys, &claim, &open_after);
+                async move {
+                    let mut script = ADMIT.prepare_invoke();
+                    for key in keys {
+                        script.key(key);
+                    }
+                    script
+                        .arg(claim.token())
+                        .arg(millis(admit.claim_for))
+                        .arg(open_after)
+                        .arg(if admit.has_fallback { "1" } else { "0" })
+                        .arg(rate_us)
+                        .arg(burst)
+                        .arg(pacing_us)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+        let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
+        Ok(match verdict.as_str() {
+            "duplicate" => Admission::Duplicate {
+                vendor_message_id: Some(text).filter(|id| !id.is_empty()),
+            },
+            "suppressed" => Admission::Suppressed,
+            "busy" => Admission::Busy {
+                claim_left: ms(number),
+            },
+            "paused" => Admission::Paused { left: ms(number) },
+            "closed" => Admission::WindowClosed {
+                last_inbound_ms: (number >= 0).then_some(number),
+            },
+            "admitted" | "fallback" => Admission::Admitted {
+                claim,
+                wait: Duration::from_micros(u64::try_from(number).unwrap_or(0)),
+                fallback: verdict == "fallback",
+            },
+            other => {
+                return Err(StoreError::Refused {
+                    operation: "admit the job",
+                    cause: format!("unexpected answer {other:?} from the admit script"),
+                });
+            }
+        })
+    }
+
+    async fn record_claimed(
         &self,
-        job_id: &str,
+        claim: Claim,
         vendor_message_id: Option<&str>,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let key = self.key(&["sent", job_id]);
-        let value = vendor_message_id.unwrap_or("");
-        self.run("record the send", |mut conn| {
-            let key = &key;
+        remember_for: Duration,
+    ) -> Result<Recorded, Unrecorded> {
+        let keys = [
+            self.keys.sent(claim.job_id()),
+            self.keys.inflight(claim.job_id()),
+        ];
+        let answer: Result<(i64, String), StoreError> = self
+            .run("record the send", |mut conn| {
+                let (keys, claim) = (&keys, &claim);
+                async move {
+                    RECORD
+                        .key(&keys[0])
+                        .key(&keys[1])
+                        .arg(claim.token())
+                        .arg(vendor_message_id.unwrap_or(""))
+                        .arg(millis(remember_for))
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        match answer {
+            Ok((0, _)) => Ok(Recorded::First),
+            Ok((_, earlier)) => Ok(Recorded::AlreadySent {
+                vendor_message_id: Some(earlier).filter(|id| !id.is_empty()),
+            }),
+            Err(error) => Err(Unrecorded { claim, error }),
+        }
+    }
+
+    async fn release_claim(&self, claim: Claim) -> Result<(), StoreError> {
+        let key = self.keys.inflight(claim.job_id());
+        self.run("release the claim", |mut conn| {
+            let (key, claim) = (&key, &claim);
             async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(millis(ttl))
-                    .query_async::<()>(&mut conn)
+                RELEASE
+                    .key(key)
+                    .arg(claim.token())
+                    .invoke_async::<()>(&mut conn)
                     .await
             }
         })
         .await
     }
 
-    // ----- in-flight marks: `inflight:<job id>` -----
-
-    /// Marks a job as being sent for `ttl`; `false` when another delivery
-    /// of it holds the mark. Covers the gap between the vendor call and
-    /// [`Store::record_sent`].
-    pub async fn claim_in_flight(&self, job_id: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.key(&["inflight", job_id]);
-        self.set_once("claim the in-flight mark", &key, ttl).await
-    }
-
-    pub async fn release_in_flight(&self, job_id: &str) -> Result<(), StoreError> {
-        let key = self.key(&["inflight", job_id]);
-        self.delete("release the in-flight mark", &key).await
-    }
-
     // ----- the 24-hour window: `inbound:<provider>:<account>:<digits>` -----
-
-    fn inbound_key(&self, contact: &Contact) -> String {
-        self.key(&[
-            "inbound",
-            &contact.provider,
-            &contact.account,
-            &contact.digits,
-        ])
-    }
 
     /// Records a customer's inbound message at `at_ms` (epoch ms, the
     /// vendor's timestamp) and returns the last-inbound time now stored,
     /// which is later than `at_ms` when a later message is already known:
-    /// the value only ever moves forward. The key expires `window` + 1 h
-    /// after the stored time, so a message older than that is not kept.
+    /// the value only ever moves forward. A time in the future counts as
+    /// now: a message cannot have been sent after it reached us, and a clock
+    /// running ahead must not keep the window open past the real 24 hours.
+    /// The key expires the window's `hours` + 1 h after the stored time.
+    /// Every writer (API, webhooks, CLI) records through here.
     pub async fn record_inbound(
         &self,
         contact: &Contact,
         at_ms: i64,
-        window: Duration,
+        window: &WindowConfig,
     ) -> Result<i64, StoreError> {
-        let key = self.inbound_key(contact);
-        let keep_for = i64::try_from(window.as_millis())
-            .unwrap_or(i64::MAX)
+        let now = Utc::now();
+        let at_ms = DateTime::from_timestamp_millis(at_ms)
+            .map_or(now, |at| inbound_time(at, now))
+            .timestamp_millis();
+        let key = self.keys.inbound(contact);
+        let keep_for = i64::from(window.hours)
+            .saturating_mul(3_600_000)
             .saturating_add(3_600_000);
         let expire_at = at_ms.saturating_add(keep_for);
         self.run("record the inbound message", |mut conn| {
@@ -274,15 +440,18 @@ impl Store {
 
     /// The contact's last inbound message, epoch ms.
     pub async fn last_inbound(&self, contact: &Contact) -> Result<Option<i64>, StoreError> {
-        let key = self.inbound_key(contact);
-        self.get("read the last inbound message", &key).await
+        self.get("read the last inbound message", &self.keys.inbound(contact))
+            .await
     }
 
     /// Forgets the contact's last inbound message (the vendor said the
     /// window is closed, so the record was wrong).
     pub async fn clear_inbound(&self, contact: &Contact) -> Result<(), StoreError> {
-        let key = self.inbound_key(contact);
-        self.delete("clear the last inbound message", &key).await
+        self.delete(
+            "clear the last inbound message",
+            &self.keys.inbound(contact),
+        )
+        .await
     }
 
     // ----- vendor back-pressure: `pause:<provider>:<account>` -----
@@ -294,7 +463,7 @@ impl Store {
         account: &str,
         for_: Duration,
     ) -> Result<(), StoreError> {
-        let key = self.key(&["pause", provider, account]);
+        let key = self.keys.pause(provider, account);
         self.run("pause the account", |mut conn| {
             let key = &key;
             async move {
@@ -314,7 +483,7 @@ impl Store {
         provider: &str,
         account: &str,
     ) -> Result<Option<Duration>, StoreError> {
-        let key = self.key(&["pause", provider, account]);
+        let key = self.keys.pause(provider, account);
         let left: i64 = self
             .run("read the account pause", |mut conn| {
                 let key = &key;
@@ -325,6 +494,25 @@ impl Store {
             .ok()
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis))
+    }
+
+    // ----- opt-outs: `suppressed:<provider>:<account>:<digits>` -----
+
+    /// Suppresses a contact: jobs to it are dead-lettered as `suppressed`
+    /// without a vendor call until it is released (CONTRACT §11).
+    pub async fn suppress(&self, contact: &Contact) -> Result<(), StoreError> {
+        let key = self.keys.suppressed(contact);
+        self.run("suppress the contact", |mut conn| {
+            let key = &key;
+            async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(Utc::now().timestamp_millis())
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
+        })
+        .await
     }
 
     // ----- webhook de-duplication: `webhook:<provider>:<account>:<message id>` -----
@@ -338,7 +526,7 @@ impl Store {
         message_id: &str,
         remember_for: Duration,
     ) -> Result<bool, StoreError> {
-        let key = self.key(&["webhook", provider, account, message_id]);
+        let key = self.keys.webhook(provider, account, message_id);
         self.set_once("mark the webhook message as seen", &key, remember_for)
             .await
     }
@@ -351,13 +539,23 @@ impl Store {
         account: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        let key = self.key(&["webhook", provider, account, message_id]);
+        let key = self.keys.webhook(provider, account, message_id);
         self.delete("forget the webhook message", &key).await
     }
 
     // ----- shared rate limits: `rate:…`, `pace:…` -----
 
-    /// Reserves one permit of the GCRA limit kept at `<prefix><key>` and
+    /// Where an account's shared rate limit is kept.
+    pub(crate) fn rate_key(&self, provider: &str, account: &str) -> String {
+        self.keys.rate(provider, account)
+    }
+
+    /// Where the pacing of messages to one contact is kept.
+    pub(crate) fn pace_key(&self, contact: &Contact) -> String {
+        self.keys.pace(contact)
+    }
+
+    /// Reserves one permit of the GCRA limit kept at `key` and
     /// returns how long to wait before using it (one round trip).
     pub(crate) async fn reserve_permit(
         &self,
@@ -365,10 +563,7 @@ impl Store {
         interval: Duration,
         burst: u32,
     ) -> Result<Duration, StoreError> {
-        let key = format!("{}{key}", self.prefix);
-        let interval_us = u64::try_from(interval.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let interval_us = micros(interval);
         let wait_us: u64 = self
             .run("reserve a rate-limit permit", |mut conn| {
                 let key = &key;
@@ -400,14 +595,68 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(200))
 }
 
-fn no_answer(operation: &str) -> StoreError {
-    StoreError::Unavailable(format!(
-        "{operation}: no answer within {}s",
-        OPERATION_DEADLINE.as_secs()
-    ))
+fn no_answer(operation: &'static str) -> StoreError {
+    StoreError::Unavailable {
+        operation,
+        cause: format!("no answer within {}s", OPERATION_DEADLINE.as_secs()),
+    }
+}
+
+/// Whole microseconds, at least 1 (a rate's interval is never zero).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Whole milliseconds for `PX`, which refuses 0.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl SendState for Store {
+    async fn admit(&self, admit: &Admit<'_>) -> Result<Admission, StoreError> {
+        self.admit_job(admit).await
+    }
+
+    async fn record_sent(
+        &self,
+        claim: Claim,
+        vendor_message_id: Option<&str>,
+        remember_for: Duration,
+    ) -> Result<Recorded, Unrecorded> {
+        self.record_claimed(claim, vendor_message_id, remember_for)
+            .await
+    }
+
+    async fn release(&self, claim: Claim) -> Result<(), StoreError> {
+        self.release_claim(claim).await
+    }
+
+    async fn sent(&self, job_id: &str) -> Result<Option<String>, StoreError> {
+        Store::sent(self, job_id).await
+    }
+
+    async fn paused_for(
+        &self,
+        provider: &str,
+        account: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        self.account_paused_for(provider, account).await
+    }
+
+    async fn pause_account(
+        &self,
+        provider: &str,
+        account: &str,
+        for_: Duration,
+    ) -> Result<(), StoreError> {
+        Store::pause_account(self, provider, account, for_).await
+    }
+
+    async fn clear_inbound(&self, contact: &Contact) -> Result<(), StoreError> {
+        Store::clear_inbound(self, contact).await
+    }
+
+    async fn suppress(&self, contact: &Contact) -> Result<(), StoreError> {
+        Store::suppress(self, contact).await
+    }
 }

@@ -15,9 +15,25 @@ pub struct WindowState {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
+/// When an inbound message counts as received: a message cannot have been
+/// sent after it reached us, so a time in the future (a client's or a
+/// vendor's clock running ahead) counts as `now` and cannot keep the window
+/// open past the real 24 hours. Every writer goes through
+/// [`crate::Store::record_inbound`], which applies it.
+pub fn inbound_time(at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    at.min(now)
+}
+
+/// The window rule, `now − last < hours − margin`, as the one number every
+/// check compares with (the worker's admit script included): the window is
+/// open at `now` when the last inbound message (epoch ms) is later than this.
+pub fn oldest_open_inbound(now: DateTime<Utc>, window: &WindowConfig) -> i64 {
+    let open_for = i64::try_from(window.open_for().as_millis()).unwrap_or(i64::MAX);
+    now.timestamp_millis().saturating_sub(open_for)
+}
+
 impl WindowState {
-    /// The window at `now`: open while `now − last < hours − margin`.
-    /// No inbound message (or a timestamp out of chrono's range) means closed.
+    /// The window at `now`. No inbound message means closed.
     pub fn at(
         last_inbound_ms: Option<i64>,
         now: DateTime<Utc>,
@@ -25,11 +41,10 @@ impl WindowState {
     ) -> WindowState {
         let last_inbound = last_inbound_ms.and_then(DateTime::from_timestamp_millis);
         let open_for = TimeDelta::from_std(window.open_for()).unwrap_or(TimeDelta::MAX);
-        let closes_at = last_inbound.and_then(|last| last.checked_add_signed(open_for));
         WindowState {
-            open: closes_at.is_some_and(|closes| now < closes),
+            open: last_inbound_ms.is_some_and(|last| last > oldest_open_inbound(now, window)),
             last_inbound,
-            closes_at,
+            closes_at: last_inbound.and_then(|last| last.checked_add_signed(open_for)),
         }
     }
 }

@@ -265,6 +265,16 @@ impl Vendors {
         accounts.get(account).ok_or(Lookup::UnknownAccount)
     }
 
+    /// Every configured account as `(provider, account, vendor)`, for a
+    /// caller that keeps them in a registry of its own.
+    pub fn into_accounts(self) -> impl Iterator<Item = (String, String, VendorAccount)> {
+        self.accounts.into_iter().flat_map(|(provider, accounts)| {
+            accounts
+                .into_iter()
+                .map(move |(account, vendor)| (provider.clone(), account, vendor))
+        })
+    }
+
     /// Configured provider names.
     pub fn providers(&self) -> Vec<&str> {
         self.accounts.keys().map(String::as_str).collect()

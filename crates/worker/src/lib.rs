@@ -8,6 +8,7 @@
 //! Must not touch: vendor wire formats (herald-vendors), Redis key layout
 //! (herald-store) or the topology's shape (herald-client).
 
+pub mod accounts;
 pub mod health;
 pub mod metrics;
 pub mod outcome;

@@ -46,6 +46,7 @@ pub fn processed(provider: &str, processed: &Processed) {
             LaterWhy::Schedule => ("scheduled", ""),
         },
         Outcome::Dead(dead) => ("dead", dead.reason.as_str()),
+        Outcome::Abandoned => ("abandoned", ""),
     };
     counter!("herald_jobs_total", "provider" => provider.to_owned(), "status" => status, "reason" => reason)
         .increment(1);

@@ -20,6 +20,9 @@ pub enum Outcome {
     Later(Later),
     /// Give up: the job goes to the dead-letter queue with this reason.
     Dead(Dead),
+    /// The delivery's channel went away before the vendor was called: the
+    /// broker redelivers the job, so nothing is published or acked here.
+    Abandoned,
 }
 
 /// A copy of the job to publish to a delay tier.
@@ -36,8 +39,9 @@ pub struct Later {
 pub enum LaterWhy {
     /// A retryable vendor failure: the attempt was spent.
     Retry,
-    /// Nothing was attempted (Redis unreachable, the account paused by the
-    /// vendor, another worker mid-call on the same id): no attempt spent.
+    /// Nothing counted against the retry budget (Redis unreachable, the
+    /// account paused or throttled by the vendor, another delivery mid-call
+    /// on the same id).
     Defer,
     /// `not_before` is still ahead: a hop towards the scheduled time.
     Schedule,
@@ -75,11 +79,28 @@ impl From<Later> for Outcome {
     }
 }
 
+/// Vendor calls made for a job so far, across deliveries
+/// (`x-herald-attempt`, `x-herald-throttled`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// Every call, throttled ones included.
+    pub attempts: u32,
+    /// The calls the vendor throttled (429 or its own rate-limit answer).
+    pub throttled: u32,
+}
+
+impl Calls {
+    /// The calls that count against `retry.max_attempts`.
+    pub fn spent(self) -> u32 {
+        self.attempts.saturating_sub(self.throttled)
+    }
+}
+
 /// A delivery once processed: the job (when it could be read), the vendor
 /// calls made so far including this delivery's, and the decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Processed {
     pub job: Option<Job>,
-    pub attempt: u32,
+    pub calls: Calls,
     pub outcome: Outcome,
 }

@@ -1,121 +1,112 @@
 //! The send pipeline, one delivery at a time:
 //!
 //! validate → schedule/expiry → route (provider, account, message kind) →
-//! idempotency → window → rate limit → in-flight claim → vendor call
-//! (with immediate retries) → classify.
+//! admit (idempotency, suppression, claim, vendor pause, 24-hour window,
+//! shared rate limits: one atomic Redis script) → vendor call (blips retried
+//! in-process, throttling waited out) → decide ([`steps::after_call`]) →
+//! record the send or release the claim.
 //!
 //! Each step returns `Err(outcome)` to end the pipeline early, so `run`
-//! reads as the list above. The steps that need no IO live in
-//! [`crate::steps`]; the ones here talk to Redis or a vendor, and nothing
-//! here touches the broker: publishing the outcome is [`crate::settle`]'s.
+//! reads as the list above. The decisions are pure functions in
+//! [`crate::steps`]; the state lives behind [`SendState`] (Redis in
+//! production, memory in unit tests); nothing here touches the broker:
+//! publishing the outcome is [`crate::settle`]'s.
+//!
+//! Redis policy, in one place ([`Pipeline::ask`]): while Redis is
+//! unavailable a delivery is held and asked again (the prefetch fills and
+//! consumption pauses by itself, instead of churning every job through the
+//! delay tiers); a Redis that answers with an error is asked a few times,
+//! then the job is dead-lettered as `store_error`.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
 
-use herald_core::{AccountConfig, Config, DeadReason, Job, Message};
-use herald_store::{Contact, Limiter, RecipientPacer, Store, StoreError, WindowState};
-use herald_vendors::{
-    Lookup, RenderError, VendorAccount, VendorAnswer, VendorRequest, Vendors, Verdict,
+use herald_core::{Config, DeadReason, Job, Message};
+use herald_store::{
+    Admission, Admit, Claim, Contact, Recorded, SendState, Store, StoreError, Unrecorded,
+    WindowState,
 };
+use herald_vendors::{RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
 
+use crate::accounts::{Account, Accounts};
 use crate::metrics;
-use crate::outcome::{Dead, Later, LaterWhy, Outcome, Processed};
-use crate::steps;
+use crate::outcome::{Calls, Dead, Later, LaterWhy, Outcome, Processed};
+use crate::steps::{self, MAX_HOLD, Next};
 
-/// A pause shorter than this is waited out while holding the delivery;
-/// a longer one sends the job to a delay tier instead, so a delivery is
-/// never held near the broker's consumer timeout.
-const MAX_HOLD: Duration = Duration::from_secs(30);
-/// 429s in a row a delivery waits out in-process before it is deferred.
-const MAX_THROTTLED_CALLS: u32 = 3;
-/// Pause applied after a 429 that carries no `Retry-After`.
-const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
-/// How much longer than the vendor call's timeout the in-flight mark lives.
+/// How much longer than the vendor call's timeout a claim lives.
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
-/// How long `record_sent` keeps trying after the vendor accepted a message.
-const RECORD_ATTEMPTS: usize = 8;
+/// Longest a delivery is held waiting for an unavailable Redis before it
+/// goes to the shortest delay tier (well within the broker's 30-minute
+/// consumer timeout).
+const REDIS_HOLD: Duration = Duration::from_secs(300);
+/// How often a Redis that answers with an error is asked before the job is
+/// dead-lettered as `store_error`.
+const STORE_REFUSALS: u32 = 3;
+/// How often a held delivery looks at its lease while it waits.
+const LEASE_CHECK: Duration = Duration::from_millis(250);
+
+/// Whether a delivery may still be acked. A delivery whose channel is gone
+/// is redelivered by the broker to another consumer, so it must not call
+/// the vendor any more.
+pub trait Lease: Send + Sync {
+    fn held(&self) -> bool;
+}
 
 /// Everything the pipeline needs, built once per process.
-pub struct Pipeline {
+pub struct Pipeline<S = Store> {
     config: Arc<Config>,
-    vendors: Vendors,
-    store: Store,
+    accounts: Accounts,
+    state: S,
     tiers: Vec<Duration>,
-    /// By provider, then account, like `[providers.<provider>.<account>]`.
-    limits: HashMap<String, HashMap<String, AccountLimits>>,
 }
 
-/// The rate limits of one provider account.
-struct AccountLimits {
-    limiter: Limiter,
-    pacer: Option<RecipientPacer>,
-}
-
-/// What a routed job is sent with: its account's settings, vendor and limits.
-struct Route<'a> {
-    settings: &'a AccountConfig,
-    vendor: &'a VendorAccount,
-    limits: &'a AccountLimits,
-}
-
-impl Pipeline {
-    pub fn new(config: Arc<Config>, vendors: Vendors, store: Store) -> Pipeline {
-        let limits = config
-            .providers
-            .iter()
-            .map(|(provider, accounts)| {
-                let accounts = accounts
-                    .iter()
-                    .map(|(account, settings)| {
-                        let account_limits = AccountLimits {
-                            limiter: Limiter::for_account(&store, provider, account, settings),
-                            pacer: RecipientPacer::for_account(&store, provider, account, settings),
-                        };
-                        (account.clone(), account_limits)
-                    })
-                    .collect();
-                (provider.clone(), accounts)
-            })
-            .collect();
+impl<S: SendState> Pipeline<S> {
+    pub fn new(config: Arc<Config>, vendors: Vendors, state: S) -> Pipeline<S> {
         Pipeline {
             tiers: config.delay_tiers(),
+            accounts: Accounts::new(&config, vendors),
             config,
-            vendors,
-            store,
-            limits,
+            state,
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn state(&self) -> &S {
+        &self.state
     }
 
-    /// Runs one delivery's body through the pipeline. `attempt` is the
+    /// Runs one delivery's body through the pipeline. `calls` are the
     /// vendor calls made for this job before this delivery.
-    pub async fn process(&self, body: &[u8], routing_key: &str, attempt: u32) -> Processed {
+    pub async fn process(
+        &self,
+        body: &[u8],
+        routing_key: &str,
+        calls: Calls,
+        lease: &dyn Lease,
+    ) -> Processed {
         let job = match steps::validate(body) {
             Ok(job) => job,
             Err(dead) => {
                 return Processed {
                     job: None,
-                    attempt,
+                    calls,
                     outcome: dead.into(),
                 };
             }
         };
-        let mut attempt = attempt;
+        let mut calls = calls;
         let outcome = self
-            .run(&job, routing_key, &mut attempt)
+            .run(&job, routing_key, &mut calls, lease)
             .await
             .unwrap_or_else(|early| early);
         Processed {
             job: Some(job),
-            attempt,
+            calls,
             outcome,
         }
     }
@@ -124,297 +115,330 @@ impl Pipeline {
         &self,
         job: &Job,
         routing_key: &str,
-        attempt: &mut u32,
+        calls: &mut Calls,
+        lease: &dyn Lease,
     ) -> Result<Outcome, Outcome> {
         if let Err(late_or_early) = steps::check_time(job, Utc::now(), &self.tiers) {
             // A job sent before its ack was lost must read as a duplicate,
             // not as expired, whenever it comes back: ask before judging.
             if matches!(&late_or_early, Outcome::Dead(d) if d.reason == DeadReason::Expired) {
-                self.check_not_sent(job).await?;
+                let sent = self.ask(lease, || self.state.sent(&job.id)).await?;
+                if let Some(vendor_message_id) = sent {
+                    return Err(duplicate(vendor_message_id));
+                }
             }
             return Err(late_or_early);
         }
-        let route = self.route(job)?;
+        let account = self.accounts.route(job)?;
         steps::check_queue(job, routing_key)?;
-        // Rendered before anything else, so a kind the vendor cannot send is
-        // refused without touching Redis; only a fallback renders again.
-        let own_request = render(route.vendor, job, &job.message)?;
-        self.check_not_sent(job).await?;
-        let (message, fallback_used) = self.choose_message(job, route.settings).await?;
-        let request = if fallback_used {
-            render(route.vendor, job, message)?
-        } else {
-            own_request
+        // Rendered before Redis is asked, so a kind the vendor cannot send
+        // is refused without a round trip.
+        let own = render(&account.vendor, job, &job.message)?;
+        let fallback = match &job.fallback_template {
+            Some(template) => Some(render(&account.vendor, job, template)?),
+            None => None,
         };
-        // From here on this delivery holds the in-flight mark whenever
-        // `call_vendor` returns an answer; every early return released it
-        // (or never took it).
-        let answer = self.call_vendor(job, &route, &request, attempt).await?;
-        let unit = rand::random::<f64>();
-        let outcome = match steps::judge(answer, *attempt, &self.config.retry, unit) {
-            Outcome::Sent {
-                vendor_message_id, ..
-            } => {
-                self.record_sent(job, vendor_message_id.as_deref()).await;
-                Outcome::Sent {
-                    vendor_message_id,
-                    fallback_used,
+        let contact = contact(job);
+        let mut blips = blip_delays(&self.config, *calls).peekable();
+        let mut throttled_here = 0;
+        loop {
+            account.limits.wait_local(&contact.digits).await;
+            let (claim, fallback_used) = self.admit(job, account, &contact, lease).await?;
+            // Right before the call: a delivery that can no longer be acked
+            // would be redelivered and sent again by another consumer.
+            if !lease.held() {
+                self.release(claim).await;
+                return Ok(Outcome::Abandoned);
+            }
+            let request = match (&fallback, fallback_used) {
+                (Some(fallback), true) => fallback,
+                _ => &own,
+            };
+            let started = std::time::Instant::now();
+            let answer = account.vendor.send(request).await;
+            metrics::vendor_call(&job.provider, &answer, started.elapsed());
+            calls.attempts += 1;
+            if let Verdict::Retryable {
+                rate_limited: true, ..
+            } = answer.verdict
+            {
+                calls.throttled += 1;
+            }
+            self.act_on_vendor_news(job, &contact, &answer.verdict)
+                .await;
+            let unit = rand::random::<f64>();
+            let blip = blips.peek().copied();
+            match steps::after_call(
+                answer,
+                *calls,
+                throttled_here,
+                blip,
+                &self.config.retry,
+                unit,
+            ) {
+                Next::Settle(Outcome::Sent {
+                    vendor_message_id, ..
+                }) => {
+                    self.record_sent(claim, job, vendor_message_id.as_deref())
+                        .await;
+                    return Ok(Outcome::Sent {
+                        vendor_message_id,
+                        fallback_used,
+                    });
+                }
+                Next::Settle(outcome) => {
+                    self.release(claim).await;
+                    return Ok(outcome);
+                }
+                Next::CallAgain { after } => {
+                    blips.next();
+                    info!(job_id = %job.id, attempt = calls.attempts, ?after, "retrying a vendor blip in-process");
+                    self.release(claim).await;
+                    tokio::time::sleep(after).await;
+                }
+                Next::WaitOut { pause } => {
+                    throttled_here += 1;
+                    info!(job_id = %job.id, provider = %job.provider, account = %job.account, ?pause, "vendor throttled the account; pausing it for every replica");
+                    // The re-admission finds the shared pause and waits it out.
+                    self.release(claim).await;
                 }
             }
-            other => {
-                if matches!(&other, Outcome::Dead(d) if d.reason == DeadReason::WindowClosed) {
-                    self.forget_inbound(job).await;
-                }
-                self.release(job).await;
-                other
-            }
-        };
-        Ok(outcome)
-    }
-
-    /// The provider and account must exist in configuration.
-    fn route(&self, job: &Job) -> Result<Route<'_>, Outcome> {
-        let vendor = self
-            .vendors
-            .account(&job.provider, &job.account)
-            .map_err(|lookup| {
-                let (reason, what) = match lookup {
-                    Lookup::UnknownProvider => (
-                        DeadReason::UnknownProvider,
-                        format!("provider {:?}", job.provider),
-                    ),
-                    Lookup::UnknownAccount => (
-                        DeadReason::UnknownAccount,
-                        format!("account {:?} of provider {:?}", job.account, job.provider),
-                    ),
-                };
-                Outcome::from(Dead::new(reason, format!("no configured {what}")))
-            })?;
-        let limits = self
-            .limits
-            .get(&job.provider)
-            .and_then(|a| a.get(&job.account));
-        let (Some(settings), Some(limits)) =
-            (self.config.account(&job.provider, &job.account), limits)
-        else {
-            unreachable!("vendors and limits are built from the same configuration")
-        };
-        Ok(Route {
-            settings,
-            vendor,
-            limits,
-        })
-    }
-
-    /// Idempotency: a job whose id is remembered as sent is not sent again.
-    async fn check_not_sent(&self, job: &Job) -> Result<(), Outcome> {
-        match self.store.sent(&job.id).await {
-            Ok(None) => Ok(()),
-            Ok(Some(vendor_message_id)) => Err(Outcome::Duplicate {
-                vendor_message_id: Some(vendor_message_id).filter(|id| !id.is_empty()),
-            }),
-            Err(e) => Err(redis_unavailable(&self.tiers, e)),
         }
     }
 
-    /// The 24-hour window: session messages need an open window; when it is
-    /// closed the job's fallback template goes instead, if it has one.
-    async fn choose_message<'j>(
-        &self,
-        job: &'j Job,
-        settings: &AccountConfig,
-    ) -> Result<(&'j Message, bool), Outcome> {
-        if !job.message.is_session() || !settings.enforce_window {
-            return Ok((&job.message, false));
-        }
-        let last_inbound = self
-            .store
-            .last_inbound(&contact(job))
-            .await
-            .map_err(|e| redis_unavailable(&self.tiers, e))?;
-        let window = WindowState::at(last_inbound, Utc::now(), &self.config.window);
-        if window.open {
-            return Ok((&job.message, false));
-        }
-        if let Some(fallback) = &job.fallback_template {
-            return Ok((fallback, true));
-        }
-        let detail = match window.last_inbound {
-            Some(at) => format!(
-                "the 24-hour window closed: last inbound message at {}",
-                herald_core::protocol::rfc3339(at)
-            ),
-            None => "the 24-hour window is closed: no inbound message from this contact".to_owned(),
-        };
-        Err(Dead::new(DeadReason::WindowClosed, detail).into())
-    }
-
-    /// Marks the job as being sent, so a redelivered copy (a dropped channel,
-    /// a duplicate publish) waits instead of calling the vendor a second time
-    /// while this call is under way. The mark outlives one call, so a worker
-    /// killed mid-call blocks the job only briefly.
-    async fn claim(&self, job: &Job, settings: &AccountConfig) -> Result<(), Outcome> {
-        let ttl = settings.timeout + CLAIM_MARGIN;
-        match self.store.claim_in_flight(&job.id, ttl).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Later {
-                delay: ttl.min(*self.tiers.last().expect("tiers")),
-                why: LaterWhy::Defer,
-                detail: "another delivery of this job is being sent".to_owned(),
-            }
-            .into()),
-            Err(e) => Err(redis_unavailable(&self.tiers, e)),
-        }
-    }
-
-    /// Calls the vendor, retrying network blips in-process (exponential
-    /// backoff with jitter) and waiting out short vendor throttling, which
-    /// does not count as an attempt.
-    async fn call_vendor(
+    /// One round trip before the vendor call. Waits out a short vendor
+    /// pause and the reserved permits' slot while holding the delivery.
+    async fn admit(
         &self,
         job: &Job,
-        route: &Route<'_>,
-        request: &VendorRequest,
-        attempt: &mut u32,
-    ) -> Result<VendorAnswer, Outcome> {
-        let retry = &self.config.retry;
-        let immediate = retry
-            .immediate
-            .min(retry.max_attempts.saturating_sub(*attempt + 1)) as usize;
-        let mut blips = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(immediate)
-            .with_jitter()
-            .build();
-        let mut throttled = 0;
+        account: &Account,
+        contact: &Contact,
+        lease: &dyn Lease,
+    ) -> Result<(Claim, bool), Outcome> {
+        let settings = &account.settings;
+        let admit = Admit {
+            job_id: &job.id,
+            contact,
+            claim_for: settings.timeout + CLAIM_MARGIN,
+            window: (job.message.is_session() && settings.enforce_window)
+                .then_some(&self.config.window),
+            has_fallback: job.fallback_template.is_some(),
+            rate: account.limits.shared_rate,
+            pacing: account.limits.shared_pacing,
+        };
         loop {
-            self.wait_for_permit(job, route).await?;
-            self.claim(job, route.settings).await?;
-            let started = std::time::Instant::now();
-            let answer = route.vendor.send(request).await;
-            metrics::vendor_call(&job.provider, &answer, started.elapsed());
-            match &answer.verdict {
-                Verdict::Retryable {
-                    rate_limited: true,
-                    retry_after,
-                    detail,
+            match self.ask(lease, || self.state.admit(&admit)).await? {
+                Admission::Admitted {
+                    claim,
+                    wait,
+                    fallback,
                 } => {
-                    throttled += 1;
-                    let pause = retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
-                    info!(job_id = %job.id, provider = %job.provider, account = %job.account, ?pause, "vendor throttled the account; pausing it for every replica");
-                    if let Err(e) = self
-                        .store
-                        .pause_account(&job.provider, &job.account, pause)
-                        .await
-                    {
-                        warn!(error = %e, "could not share the vendor's pause through Redis");
+                    if wait.is_zero() {
+                        return Ok((claim, fallback));
                     }
-                    self.release(job).await;
-                    if throttled >= MAX_THROTTLED_CALLS || pause > MAX_HOLD {
-                        return Err(Later {
-                            delay: pause,
-                            why: LaterWhy::Defer,
-                            detail: detail.clone(),
+                    if !self.wait_holding(wait, lease).await {
+                        self.release(claim).await;
+                        return Err(Outcome::Abandoned);
+                    }
+                    // A pause set while this delivery waited for its slot
+                    // still holds it: the next admission waits it out.
+                    let paused = self
+                        .ask(lease, || self.state.paused_for(&job.provider, &job.account))
+                        .await;
+                    match paused {
+                        Ok(None) => return Ok((claim, fallback)),
+                        Ok(Some(_)) => self.release(claim).await,
+                        Err(outcome) => {
+                            self.release(claim).await;
+                            return Err(outcome);
                         }
-                        .into());
                     }
                 }
-                Verdict::Retryable {
-                    retry_after: None,
-                    detail,
-                    ..
-                } => {
-                    *attempt += 1;
-                    match blips.next() {
-                        Some(delay) => {
-                            info!(job_id = %job.id, attempt = *attempt, %detail, ?delay, "retrying a vendor blip in-process");
-                            self.release(job).await;
-                            tokio::time::sleep(delay).await;
-                        }
-                        None => return Ok(answer),
+                Admission::Duplicate { vendor_message_id } => {
+                    return Err(Outcome::Duplicate { vendor_message_id });
+                }
+                Admission::Suppressed => {
+                    let detail = format!(
+                        "the contact opted out of messages from {}/{}",
+                        job.provider, job.account
+                    );
+                    return Err(Dead::new(DeadReason::Suppressed, detail).into());
+                }
+                Admission::Busy { claim_left } => {
+                    return Err(self.defer(
+                        claim_left,
+                        "another delivery of this job is being sent".to_owned(),
+                    ));
+                }
+                Admission::Paused { left } if left <= MAX_HOLD => {
+                    if !self.wait_holding(left, lease).await {
+                        return Err(Outcome::Abandoned);
                     }
                 }
-                _ => {
-                    *attempt += 1;
-                    return Ok(answer);
-                }
-            }
-        }
-    }
-
-    /// Rate limits: the account's rate, the recipient's pacing, then the
-    /// vendor's pause of the account — checked last, right before the call,
-    /// so a pause set while this job waited for its permit still holds it.
-    /// Waiting holds the delivery; a wait too long to hold sends the job to
-    /// a delay tier instead.
-    async fn wait_for_permit(&self, job: &Job, route: &Route<'_>) -> Result<(), Outcome> {
-        route.limits.limiter.acquire().await;
-        if let Some(pacer) = &route.limits.pacer {
-            pacer.acquire(job.to_digits()).await;
-        }
-        loop {
-            match self
-                .store
-                .account_paused_for(&job.provider, &job.account)
-                .await
-            {
-                Ok(None) => return Ok(()),
-                Ok(Some(pause)) if pause <= MAX_HOLD => tokio::time::sleep(pause).await,
-                Ok(Some(pause)) => {
-                    let detail = format!("account paused by the vendor for {}s", pause.as_secs());
+                Admission::Paused { left } => {
+                    let detail = format!("account paused by the vendor for {}s", left.as_secs());
                     return Err(Later {
-                        delay: pause,
+                        delay: left,
                         why: LaterWhy::Defer,
                         detail,
                     }
                     .into());
                 }
-                Err(e) => return Err(redis_unavailable(&self.tiers, e)),
+                Admission::WindowClosed { last_inbound_ms } => {
+                    let window = WindowState::at(last_inbound_ms, Utc::now(), &self.config.window);
+                    return Err(Dead::new(DeadReason::WindowClosed, window_closed(&window)).into());
+                }
             }
         }
     }
 
-    /// Remembers the send. The vendor has accepted the message, so this must
-    /// not fail the job: it is retried for a while, and if Redis stays away
-    /// the in-flight mark still guards the id until it expires.
-    async fn record_sent(&self, job: &Job, vendor_message_id: Option<&str>) {
-        let ttl = self.config.idempotency.ttl;
-        let mut delays = ExponentialBuilder::default()
-            .with_max_times(RECORD_ATTEMPTS)
-            .with_jitter()
-            .build();
+    /// Runs one state operation under the Redis policy (module docs).
+    async fn ask<T, F, Fut>(&self, lease: &dyn Lease, op: F) -> Result<T, Outcome>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let held_since = Instant::now();
+        let mut delays = redis_backoff();
+        let mut refusals = 0;
+        loop {
+            let error = match op().await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            if !error.is_unavailable() {
+                refusals += 1;
+                if refusals >= STORE_REFUSALS {
+                    return Err(Dead::new(DeadReason::StoreError, error.to_string()).into());
+                }
+            } else if held_since.elapsed() >= REDIS_HOLD {
+                return Err(self.defer(Duration::ZERO, error.to_string()));
+            }
+            let delay = delays.next().expect("endless");
+            if !self.wait_holding(delay, lease).await {
+                return Err(Outcome::Abandoned);
+            }
+        }
+    }
+
+    /// Sleeps `wait` unless the lease is lost first; `false` when it was.
+    async fn wait_holding(&self, wait: Duration, lease: &dyn Lease) -> bool {
+        let until = Instant::now() + wait;
+        loop {
+            if !lease.held() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            tokio::time::sleep((until - now).min(LEASE_CHECK)).await;
+        }
+    }
+
+    /// Nothing counted against the budget; the job comes back through the
+    /// tier that fits `delay` (the shortest for zero).
+    fn defer(&self, delay: Duration, detail: String) -> Outcome {
+        let longest = *self.tiers.last().expect("at least one delay tier");
+        Later {
+            delay: delay.min(longest),
+            why: LaterWhy::Defer,
+            detail,
+        }
+        .into()
+    }
+
+    /// What a vendor's answer says about more than this job: a throttled
+    /// account is paused for every replica; a window the vendor says is
+    /// closed was recorded wrongly.
+    async fn act_on_vendor_news(&self, job: &Job, contact: &Contact, verdict: &Verdict) {
+        let (done, what) = match verdict {
+            Verdict::Retryable {
+                rate_limited: true,
+                retry_after,
+                ..
+            } => {
+                let pause = retry_after.unwrap_or(steps::DEFAULT_THROTTLE_PAUSE);
+                let done = self
+                    .state
+                    .pause_account(&job.provider, &job.account, pause)
+                    .await;
+                (done, "share the vendor's pause of the account")
+            }
+            Verdict::Permanent {
+                window_closed: true,
+                ..
+            } => (
+                self.state.clear_inbound(contact).await,
+                "clear the stale last-inbound time",
+            ),
+            _ => return,
+        };
+        if let Err(error) = done {
+            warn!(job_id = %job.id, %error, "could not {what}");
+        }
+    }
+
+    /// Remembers the send. The vendor accepted the message, so this is
+    /// tried until Redis takes it (for as long as a delivery may be held):
+    /// without the record a redelivered copy would be sent again.
+    async fn record_sent(&self, claim: Claim, job: &Job, vendor_message_id: Option<&str>) {
+        let remember_for = self.config.idempotency.ttl;
+        let held_since = Instant::now();
+        let mut delays = redis_backoff();
+        let mut claim = claim;
         loop {
             match self
-                .store
-                .record_sent(&job.id, vendor_message_id, ttl)
+                .state
+                .record_sent(claim, vendor_message_id, remember_for)
                 .await
             {
-                Ok(()) => break,
-                Err(e) => match delays.next() {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => {
-                        warn!(job_id = %job.id, error = %e, "sent, but could not record it in Redis");
+                Ok(Recorded::First) => return,
+                Ok(Recorded::AlreadySent { vendor_message_id }) => {
+                    error!(job_id = %job.id, first = vendor_message_id.as_deref().unwrap_or(""), "the job was sent twice: another delivery had recorded it");
+                    return;
+                }
+                Err(Unrecorded { claim: back, error }) => {
+                    if held_since.elapsed() >= REDIS_HOLD {
+                        error!(job_id = %job.id, %error, "sent, but Redis never took the record; its claim expires by itself");
+                        drop(back);
                         return;
                     }
-                },
+                    claim = back;
+                    tokio::time::sleep(delays.next().expect("endless")).await;
+                }
             }
         }
-        self.release(job).await;
     }
 
-    async fn release(&self, job: &Job) {
-        if let Err(e) = self.store.release_in_flight(&job.id).await {
-            warn!(job_id = %job.id, error = %e, "could not release the in-flight mark; it expires by itself");
+    async fn release(&self, claim: Claim) {
+        let job_id = claim.job_id().to_owned();
+        if let Err(error) = self.state.release(claim).await {
+            warn!(%job_id, %error, "could not release the claim; it expires by itself");
         }
     }
+}
 
-    /// The vendor says the window is closed, so our record of it is wrong.
-    async fn forget_inbound(&self, job: &Job) {
-        if let Err(e) = self.store.clear_inbound(&contact(job)).await {
-            warn!(job_id = %job.id, error = %e, "could not clear the stale last-inbound time");
-        }
-    }
+/// The in-process retries this delivery may still make: `retry.immediate`,
+/// never past the budget.
+fn blip_delays(config: &Config, calls: Calls) -> impl Iterator<Item = Duration> {
+    let retry = &config.retry;
+    let left = retry
+        .immediate
+        .min(retry.max_attempts.saturating_sub(calls.spent() + 1));
+    short_backoff().with_max_times(left as usize).build()
+}
+
+fn redis_backoff() -> impl Iterator<Item = Duration> {
+    short_backoff().without_max_times().build()
+}
+
+/// Exponential from 100 ms to 2 s with jitter: for waits a delivery is held through.
+fn short_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
 }
 
 fn render(vendor: &VendorAccount, job: &Job, message: &Message) -> Result<VendorRequest, Outcome> {
@@ -427,21 +451,26 @@ fn render(vendor: &VendorAccount, job: &Job, message: &Message) -> Result<Vendor
     })
 }
 
+fn duplicate(vendor_message_id: String) -> Outcome {
+    Outcome::Duplicate {
+        vendor_message_id: Some(vendor_message_id).filter(|id| !id.is_empty()),
+    }
+}
+
+fn window_closed(window: &WindowState) -> String {
+    match window.last_inbound {
+        Some(at) => format!(
+            "the 24-hour window closed: last inbound message at {}",
+            herald_core::protocol::rfc3339(at)
+        ),
+        None => "the 24-hour window is closed: no inbound message from this contact".to_owned(),
+    }
+}
+
 fn contact(job: &Job) -> Contact {
     Contact {
         provider: job.provider.clone(),
         account: job.account.clone(),
         digits: job.to_digits().to_owned(),
     }
-}
-
-/// Without Redis nothing is sent blindly and nothing is dead-lettered for
-/// it: the job waits in the shortest delay tier and comes back.
-fn redis_unavailable(tiers: &[Duration], error: StoreError) -> Outcome {
-    Later {
-        delay: tiers.first().copied().unwrap_or(Duration::from_secs(1)),
-        why: LaterWhy::Defer,
-        detail: format!("Redis unavailable: {error}"),
-    }
-    .into()
 }

@@ -15,7 +15,7 @@ use herald_core::protocol::{
 };
 use herald_core::{Event, EventStatus};
 
-use crate::outcome::{Dead, Later, LaterWhy, Outcome, Processed};
+use crate::outcome::{Calls, Dead, Later, LaterWhy, Outcome, Processed};
 
 /// A delivery as the pipeline needs it, independent of the channel it came on.
 #[derive(Debug, Clone)]
@@ -26,9 +26,14 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Vendor calls already made for this job (`x-herald-attempt`).
-    pub fn attempt(&self) -> u32 {
-        header_u32(self.properties.headers().as_ref(), header::ATTEMPT).unwrap_or(0)
+    /// Vendor calls already made for this job (`x-herald-attempt`,
+    /// `x-herald-throttled`).
+    pub fn calls(&self) -> Calls {
+        let headers = self.properties.headers().as_ref();
+        Calls {
+            attempts: header_u32(headers, header::ATTEMPT).unwrap_or(0),
+            throttled: header_u32(headers, header::THROTTLED).unwrap_or(0),
+        }
     }
 }
 
@@ -69,9 +74,9 @@ impl Settler {
         processed: &Processed,
     ) -> Result<(), PublishError> {
         let hop = match &processed.outcome {
-            Outcome::Later(later) => Some(self.delay_copy(incoming, processed.attempt, later)),
-            Outcome::Dead(dead) => Some(dead_letter(incoming, processed.attempt, dead)),
-            Outcome::Sent { .. } | Outcome::Duplicate { .. } => None,
+            Outcome::Later(later) => Some(self.delay_copy(incoming, processed.calls, later)),
+            Outcome::Dead(dead) => Some(dead_letter(incoming, processed.calls, dead)),
+            Outcome::Sent { .. } | Outcome::Duplicate { .. } | Outcome::Abandoned => None,
         };
         let event = event_for(incoming, processed)
             .map(|e| serde_json::to_vec(&e).map(|body| (e.routing_key(), body)));
@@ -110,18 +115,14 @@ impl Settler {
     fn delay_copy(
         &self,
         incoming: &Incoming,
-        attempt: u32,
+        calls: Calls,
         later: &Later,
     ) -> (&'static str, BasicProperties) {
         let tier = Topology::tier_name(self.topology.tier_for(later.delay));
         let mut headers = carried_headers(&incoming.properties);
         set(&mut headers, DELAY_TIER_HEADER, text(&tier));
-        set(
-            &mut headers,
-            header::ATTEMPT,
-            AMQPValue::LongInt(attempt as i32),
-        );
-        if header_str(Some(&headers), header::FIRST_ATTEMPT_AT).is_none() && attempt > 0 {
+        set_calls(&mut headers, calls);
+        if header_str(Some(&headers), header::FIRST_ATTEMPT_AT).is_none() && calls.attempts > 0 {
             set(
                 &mut headers,
                 header::FIRST_ATTEMPT_AT,
@@ -143,7 +144,7 @@ impl Settler {
 }
 
 /// The dead letter: the job byte for byte, its history headers, and why.
-fn dead_letter(incoming: &Incoming, attempt: u32, dead: &Dead) -> (&'static str, BasicProperties) {
+fn dead_letter(incoming: &Incoming, calls: Calls, dead: &Dead) -> (&'static str, BasicProperties) {
     let mut headers = carried_headers(&incoming.properties);
     set(
         &mut headers,
@@ -157,11 +158,7 @@ fn dead_letter(incoming: &Incoming, attempt: u32, dead: &Dead) -> (&'static str,
     );
     set(&mut headers, header::DEAD_AT, text(&rfc3339(Utc::now())));
     set(&mut headers, header::PROVIDER, text(&incoming.routing_key));
-    set(
-        &mut headers,
-        header::ATTEMPT,
-        AMQPValue::LongInt(attempt as i32),
-    );
+    set_calls(&mut headers, calls);
     if let Some(status) = dead.vendor_status {
         set(
             &mut headers,
@@ -188,6 +185,22 @@ fn carried_headers(properties: &BasicProperties) -> FieldTable {
         return FieldTable::default();
     };
     without_headers(headers, &DROPPED_ON_COPY)
+}
+
+/// `x-herald-attempt`, and `x-herald-throttled` once a call was throttled.
+fn set_calls(headers: &mut FieldTable, calls: Calls) {
+    set(
+        headers,
+        header::ATTEMPT,
+        AMQPValue::LongInt(calls.attempts as i32),
+    );
+    if calls.throttled > 0 {
+        set(
+            headers,
+            header::THROTTLED,
+            AMQPValue::LongInt(calls.throttled as i32),
+        );
+    }
 }
 
 fn set(headers: &mut FieldTable, name: &str, value: AMQPValue) {
@@ -221,7 +234,8 @@ pub fn event_for(incoming: &Incoming, processed: &Processed) -> Option<Event> {
         Outcome::Later(Later {
             why: LaterWhy::Schedule,
             ..
-        }) => return None,
+        })
+        | Outcome::Abandoned => return None,
         Outcome::Later(later) => (
             EventStatus::Retrying,
             None,
@@ -252,7 +266,7 @@ pub fn event_for(incoming: &Incoming, processed: &Processed) -> Option<Event> {
         to: job.map(|j| j.to.clone()).unwrap_or_default(),
         status,
         vendor_message_id,
-        attempt: processed.attempt,
+        attempt: processed.calls.attempts,
         fallback_used,
         reason,
         detail,
@@ -290,7 +304,11 @@ mod tests {
             vendor_status: Some(400),
             vendor_response: Some("x".repeat(5000)),
         };
-        let (exchange, properties) = dead_letter(&incoming(), 1, &dead);
+        let calls = Calls {
+            attempts: 3,
+            throttled: 2,
+        };
+        let (exchange, properties) = dead_letter(&incoming(), calls, &dead);
         assert_eq!(exchange, DEAD_EXCHANGE);
         let headers = properties.headers().clone().unwrap();
         let get = |name| header_str(Some(&headers), name).map(str::to_owned);
@@ -305,7 +323,8 @@ mod tests {
             MAX_VENDOR_RESPONSE_BYTES
         );
         assert_eq!(header_u32(Some(&headers), header::VENDOR_STATUS), Some(400));
-        assert_eq!(header_u32(Some(&headers), header::ATTEMPT), Some(1));
+        assert_eq!(header_u32(Some(&headers), header::ATTEMPT), Some(3));
+        assert_eq!(header_u32(Some(&headers), header::THROTTLED), Some(2));
         assert!(headers.inner().get("x-death").is_none());
         assert_eq!(
             properties.message_id().as_ref().map(|s| s.as_str()),
@@ -317,7 +336,7 @@ mod tests {
     fn events_fall_back_to_the_message_id_for_unreadable_jobs() {
         let processed = Processed {
             job: None,
-            attempt: 0,
+            calls: Calls::default(),
             outcome: Dead::new(DeadReason::InvalidJob, "$: not valid JSON").into(),
         };
         let event = event_for(&incoming(), &processed).unwrap();
@@ -330,7 +349,7 @@ mod tests {
 
         let hop = Processed {
             job: None,
-            attempt: 0,
+            calls: Calls::default(),
             outcome: Later {
                 delay: Default::default(),
                 why: LaterWhy::Schedule,

@@ -9,7 +9,16 @@ use herald_core::config::RetryConfig;
 use herald_core::{DeadReason, Job};
 use herald_vendors::{VendorAnswer, Verdict};
 
-use crate::outcome::{Dead, Later, LaterWhy, Outcome};
+use crate::outcome::{Calls, Dead, Later, LaterWhy, Outcome};
+
+/// A pause shorter than this is waited out while holding the delivery;
+/// a longer one sends the job to a delay tier instead, so a delivery is
+/// never held near the broker's consumer timeout.
+pub const MAX_HOLD: Duration = Duration::from_secs(30);
+/// Throttled calls in a row a delivery waits out in-process before it is deferred.
+pub const MAX_THROTTLED_CALLS: u32 = 3;
+/// Pause applied after a throttled call that carries no `Retry-After`.
+pub const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Step 1: the body must be a valid job (CONTRACT §1).
 pub fn validate(body: &[u8]) -> Result<Job, Dead> {
@@ -75,7 +84,7 @@ pub fn schedule_hop(remaining: Duration, tiers: &[Duration]) -> Duration {
 
 /// How long before the next delayed retry. `retry.delays` is the schedule
 /// (the last entry repeats); each delivery makes up to `1 + immediate`
-/// calls, so the attempt count says which delayed retry this is. The wait is
+/// calls, so the count of calls spent says which delayed retry this is. The wait is
 /// drawn from the upper half of the scheduled delay ("equal jitter") so that
 /// jobs failing together spread over the tiers where tiers allow it, and is
 /// never shorter than the vendor's `Retry-After`. `unit` is a random draw in
@@ -94,8 +103,64 @@ pub fn retry_delay(
     jittered.max(retry_after.unwrap_or_default())
 }
 
+/// What to do after one vendor call: the retry policy, apart from the loop
+/// that makes the calls (and from the Redis and broker IO it does).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// The delivery is decided: sent, retried later through a tier, or dead.
+    Settle(Outcome),
+    /// A network blip or a 5xx without `Retry-After`: call again in-process.
+    CallAgain { after: Duration },
+    /// The vendor throttled the account: the pause is shared with every
+    /// replica, this delivery waits it out and calls again.
+    WaitOut { pause: Duration },
+}
+
+/// Decides [`Next`] from the answer. `calls` includes this call,
+/// `throttled_here` the throttled calls this delivery already waited out,
+/// `blip` the next in-process retry delay if any is left, `unit` a random
+/// draw in `[0, 1)` for jitter.
+pub fn after_call(
+    answer: VendorAnswer,
+    calls: Calls,
+    throttled_here: u32,
+    blip: Option<Duration>,
+    retry: &RetryConfig,
+    unit: f64,
+) -> Next {
+    match (&answer.verdict, blip) {
+        (
+            Verdict::Retryable {
+                rate_limited: true,
+                retry_after,
+                detail,
+            },
+            _,
+        ) => {
+            let pause = retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
+            if throttled_here + 1 >= MAX_THROTTLED_CALLS || pause > MAX_HOLD {
+                Next::Settle(Outcome::Later(Later {
+                    delay: pause,
+                    why: LaterWhy::Defer,
+                    detail: detail.clone(),
+                }))
+            } else {
+                Next::WaitOut { pause }
+            }
+        }
+        (
+            Verdict::Retryable {
+                retry_after: None, ..
+            },
+            Some(after),
+        ) if calls.spent() < retry.max_attempts => Next::CallAgain { after },
+        _ => Next::Settle(judge(answer, calls, retry, unit)),
+    }
+}
+
 /// What the vendor's answer means for the job.
-pub fn judge(answer: VendorAnswer, attempt: u32, retry: &RetryConfig, unit: f64) -> Outcome {
+pub fn judge(answer: VendorAnswer, calls: Calls, retry: &RetryConfig, unit: f64) -> Outcome {
+    let attempt = calls.spent();
     match answer.verdict {
         Verdict::Sent { vendor_message_id } => Outcome::Sent {
             vendor_message_id,
@@ -166,6 +231,13 @@ mod tests {
             immediate: 1,
             delays: vec![secs(5), secs(30), secs(120)],
             max_attempts: 6,
+        }
+    }
+
+    fn spent(attempts: u32) -> Calls {
+        Calls {
+            attempts,
+            throttled: 0,
         }
     }
 
@@ -260,7 +332,7 @@ mod tests {
                 },
                 Some(200),
             ),
-            1,
+            spent(1),
             &r,
             0.5,
         );
@@ -277,11 +349,11 @@ mod tests {
             rate_limited: false,
             detail: "HTTP 503".into(),
         };
-        let Outcome::Later(later) = judge(answer(retryable(), Some(503)), 2, &r, 1.0) else {
+        let Outcome::Later(later) = judge(answer(retryable(), Some(503)), spent(2), &r, 1.0) else {
             panic!()
         };
         assert_eq!(later.why, LaterWhy::Retry);
-        let Outcome::Dead(dead) = judge(answer(retryable(), Some(503)), 6, &r, 1.0) else {
+        let Outcome::Dead(dead) = judge(answer(retryable(), Some(503)), spent(6), &r, 1.0) else {
             panic!()
         };
         assert_eq!(
@@ -294,7 +366,7 @@ mod tests {
             detail: "to_invalid".into(),
             window_closed: false,
         };
-        let Outcome::Dead(dead) = judge(answer(permanent, Some(400)), 1, &r, 0.0) else {
+        let Outcome::Dead(dead) = judge(answer(permanent, Some(400)), spent(1), &r, 0.0) else {
             panic!()
         };
         assert_eq!(dead.reason, DeadReason::RejectedByVendor);
@@ -305,9 +377,127 @@ mod tests {
             detail: "re-engagement".into(),
             window_closed: true,
         };
-        let Outcome::Dead(dead) = judge(answer(closed, Some(400)), 1, &r, 0.0) else {
+        let Outcome::Dead(dead) = judge(answer(closed, Some(400)), spent(1), &r, 0.0) else {
             panic!()
         };
         assert_eq!(dead.reason, DeadReason::WindowClosed);
+    }
+
+    fn throttled(retry_after: Option<Duration>) -> VendorAnswer {
+        answer(
+            Verdict::Retryable {
+                retry_after,
+                rate_limited: true,
+                detail: "HTTP 429".into(),
+            },
+            Some(429),
+        )
+    }
+
+    fn blip() -> VendorAnswer {
+        answer(
+            Verdict::Retryable {
+                retry_after: None,
+                rate_limited: false,
+                detail: "timed out".into(),
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_throttled_call_is_waited_out_then_deferred_without_spending_the_budget() {
+        let r = retry();
+        let calls = Calls {
+            attempts: 6,
+            throttled: 6,
+        };
+        assert_eq!(
+            after_call(throttled(Some(secs(2))), calls, 0, None, &r, 0.5),
+            Next::WaitOut { pause: secs(2) },
+            "a short pause is waited out, however many calls were throttled"
+        );
+        assert_eq!(
+            after_call(throttled(None), calls, 0, None, &r, 0.5),
+            Next::WaitOut {
+                pause: DEFAULT_THROTTLE_PAUSE
+            }
+        );
+        let Next::Settle(Outcome::Later(later)) = after_call(
+            throttled(Some(secs(2))),
+            calls,
+            MAX_THROTTLED_CALLS - 1,
+            None,
+            &r,
+            0.5,
+        ) else {
+            panic!("the third throttle in a row defers")
+        };
+        assert_eq!((later.why, later.delay), (LaterWhy::Defer, secs(2)));
+        let Next::Settle(Outcome::Later(later)) =
+            after_call(throttled(Some(secs(120))), calls, 0, None, &r, 0.5)
+        else {
+            panic!("a pause too long to hold defers")
+        };
+        assert_eq!((later.why, later.delay), (LaterWhy::Defer, secs(120)));
+    }
+
+    #[test]
+    fn a_blip_is_called_again_while_budget_and_blips_last() {
+        let r = retry();
+        let after = Duration::from_millis(150);
+        assert_eq!(
+            after_call(blip(), spent(1), 0, Some(after), &r, 0.5),
+            Next::CallAgain { after }
+        );
+        let Next::Settle(Outcome::Later(later)) = after_call(blip(), spent(2), 0, None, &r, 1.0)
+        else {
+            panic!("no blip retry left: a delayed retry")
+        };
+        assert_eq!((later.why, later.delay), (LaterWhy::Retry, secs(5)));
+        let Next::Settle(Outcome::Dead(dead)) =
+            after_call(blip(), spent(6), 0, Some(after), &r, 0.5)
+        else {
+            panic!("the budget is spent")
+        };
+        assert_eq!(dead.reason, DeadReason::RetriesExhausted);
+    }
+
+    #[test]
+    fn throttled_calls_do_not_count_against_the_budget() {
+        let r = retry();
+        let calls = Calls {
+            attempts: 7,
+            throttled: 3,
+        };
+        assert_eq!(calls.spent(), 4);
+        let Next::Settle(Outcome::Later(later)) = after_call(blip(), calls, 0, None, &r, 1.0)
+        else {
+            panic!("4 of 6 spent: retried, not exhausted")
+        };
+        assert_eq!(later.why, LaterWhy::Retry);
+    }
+
+    #[test]
+    fn a_retry_after_is_never_retried_in_process() {
+        let answer = answer(
+            Verdict::Retryable {
+                retry_after: Some(secs(6)),
+                rate_limited: false,
+                detail: "131056 pair rate".into(),
+            },
+            Some(400),
+        );
+        let Next::Settle(Outcome::Later(later)) = after_call(
+            answer,
+            spent(1),
+            0,
+            Some(Duration::from_millis(100)),
+            &retry(),
+            0.0,
+        ) else {
+            panic!()
+        };
+        assert_eq!((later.why, later.delay), (LaterWhy::Retry, secs(6)));
     }
 }

@@ -24,9 +24,10 @@ use herald_core::Config;
 use herald_core::protocol::send_queue;
 use herald_store::Store;
 
+use crate::accounts::prefetch_for;
 use crate::health::Readiness;
 use crate::outcome::{Outcome, Processed};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Lease, Pipeline};
 use crate::settle::{Incoming, Settler};
 
 /// How long shutdown waits for the broker to acknowledge a cancel or close.
@@ -110,12 +111,17 @@ async fn session(
     setup.close(200, "declared".into()).await?;
 
     let in_flight = TaskTracker::new();
+    // Cancelled when this session ends, however it ends: a delivery still
+    // running then has lost its lease and must not call the vendor.
+    let session_over = CancellationToken::new();
+    let _end_session = session_over.clone().drop_guard();
     let mut consumers = JoinSet::new();
     for provider in &topology.providers {
         let queue = send_queue(provider);
         let channel = connection.create_channel().await?;
+        let prefetch = prefetch_for(config, provider);
         channel
-            .basic_qos(config.amqp.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         let consumer = channel
             .basic_consume(
@@ -136,11 +142,16 @@ async fn session(
             pipeline: pipeline.clone(),
             settler,
             in_flight: in_flight.clone(),
+            lease: Arc::new(ChannelLease {
+                channel: channel.clone(),
+                session_over: session_over.clone(),
+            }),
         };
+        info!(%queue, prefetch, "consuming");
         consumers.spawn(consume(queue, channel, consumer, work, shutdown.clone()));
     }
     readiness.set_broker(true);
-    info!(url = %redact_url(&config.amqp.url), providers = ?topology.providers, prefetch = config.amqp.prefetch, "consuming");
+    info!(url = %redact_url(&config.amqp.url), providers = ?topology.providers, "connected");
 
     let ended = tokio::select! {
         ended = consumers.join_next() => ended,
@@ -156,8 +167,9 @@ async fn session(
     }
 
     // Graceful shutdown: every consumer cancels itself, then in-flight jobs
-    // get the grace period to finish; what does not finish stays unacked and
-    // the broker redelivers it once this connection closes.
+    // get the grace period to finish and are acked on their channels, which
+    // their leases keep open; what does not finish stays unacked and the
+    // broker redelivers it once this connection closes.
     while consumers.join_next().await.is_some() {}
     in_flight.close();
     let grace = config.worker.shutdown_grace;
@@ -183,6 +195,21 @@ struct Work {
     pipeline: Arc<Pipeline>,
     settler: Arc<Settler>,
     in_flight: TaskTracker,
+    lease: Arc<ChannelLease>,
+}
+
+/// The lease of every delivery of one consumer channel. It holds a handle
+/// of the channel, so the channel stays open (lapin closes a channel when
+/// its last handle drops) until the deliveries taken on it are acked.
+struct ChannelLease {
+    channel: Channel,
+    session_over: CancellationToken,
+}
+
+impl Lease for ChannelLease {
+    fn held(&self) -> bool {
+        !self.session_over.is_cancelled() && self.channel.status().connected()
+    }
 }
 
 async fn consume(
@@ -230,9 +257,12 @@ impl Work {
             routing_key: routing_key.to_string(),
             properties,
         };
-        let run = self
-            .pipeline
-            .process(&incoming.body, &incoming.routing_key, incoming.attempt());
+        let run = self.pipeline.process(
+            &incoming.body,
+            &incoming.routing_key,
+            incoming.calls(),
+            &*self.lease,
+        );
         let processed = match AssertUnwindSafe(run).catch_unwind().await {
             Ok(processed) => processed,
             Err(_) => {
@@ -244,6 +274,9 @@ impl Work {
             }
         };
         report(&incoming, &processed);
+        if processed.outcome == Outcome::Abandoned {
+            return;
+        }
         match self.settler.settle(&incoming, &processed).await {
             Ok(()) => {
                 if let Err(e) = acker.ack(BasicAckOptions::default()).await {
@@ -275,7 +308,7 @@ fn report(incoming: &Incoming, processed: &Processed) {
         .map_or(incoming.routing_key.as_str(), |j| j.provider.as_str());
     crate::metrics::processed(provider, processed);
     let job_id = processed.job.as_ref().map(|j| j.id.as_str()).unwrap_or("?");
-    let attempt = processed.attempt;
+    let attempt = processed.calls.attempts;
     match &processed.outcome {
         Outcome::Sent {
             vendor_message_id,
@@ -285,7 +318,7 @@ fn report(incoming: &Incoming, processed: &Processed) {
                 job_id,
                 provider,
                 attempt,
-                ?vendor_message_id,
+                vendor_message_id = vendor_message_id.as_deref().unwrap_or(""),
                 fallback_used,
                 "sent"
             )
@@ -298,6 +331,12 @@ fn report(incoming: &Incoming, processed: &Processed) {
         }
         Outcome::Dead(dead) => {
             warn!(job_id, provider, attempt, reason = %dead.reason, detail = %dead.detail, "dead-lettered")
+        }
+        Outcome::Abandoned => {
+            info!(
+                job_id,
+                provider, "the delivery's channel is gone; the broker redelivers it"
+            )
         }
     }
 }

@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use herald_store::{Contact, Store, StoreError};
+use herald_core::config::WindowConfig;
+use herald_store::{
+    Admission, Admit, Claim, Contact, Rate, Recorded, SendState, Store, StoreError,
+};
 use herald_testkit::TestEnv;
 use rand::Rng;
 use redis::AsyncCommands;
@@ -12,6 +15,31 @@ use super::{closed_port_url, store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const HOUR_MS: i64 = 3_600_000;
+
+fn window() -> WindowConfig {
+    WindowConfig::default()
+}
+
+/// A text message's admission: window enforced, no fallback, no limits.
+fn admit<'a>(job_id: &'a str, contact: &'a Contact, window: &'a WindowConfig) -> Admit<'a> {
+    Admit {
+        job_id,
+        contact,
+        claim_for: Duration::from_secs(30),
+        window: Some(window),
+        has_fallback: false,
+        rate: None,
+        pacing: None,
+    }
+}
+
+/// Admits and expects a claim.
+async fn claim(store: &Store, admit: &Admit<'_>) -> Claim {
+    match store.admit(admit).await.unwrap() {
+        Admission::Admitted { claim, .. } => claim,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
 
 fn contact() -> Contact {
     Contact {
@@ -38,20 +66,29 @@ async fn last_inbound_only_moves_forward() {
 
     assert_eq!(store.last_inbound(&c).await.unwrap(), None);
     assert_eq!(
-        store.record_inbound(&c, now - 1000, DAY).await.unwrap(),
+        store
+            .record_inbound(&c, now - 1000, &window())
+            .await
+            .unwrap(),
         now - 1000
     );
     assert_eq!(
-        store.record_inbound(&c, now - 5000, DAY).await.unwrap(),
+        store
+            .record_inbound(&c, now - 5000, &window())
+            .await
+            .unwrap(),
         now - 1000,
         "a late webhook"
     );
     assert_eq!(
-        store.record_inbound(&c, now - 1000, DAY).await.unwrap(),
+        store
+            .record_inbound(&c, now - 1000, &window())
+            .await
+            .unwrap(),
         now - 1000,
         "a duplicate"
     );
-    assert_eq!(store.record_inbound(&c, now, DAY).await.unwrap(), now);
+    assert_eq!(store.record_inbound(&c, now, &window()).await.unwrap(), now);
     assert_eq!(store.last_inbound(&c).await.unwrap(), Some(now));
 }
 
@@ -71,7 +108,7 @@ async fn concurrent_writers_leave_the_latest_inbound() {
     let writers = stamps.iter().enumerate().map(|(i, &at)| {
         let store = stores[i % stores.len()].clone();
         let c = c.clone();
-        tokio::spawn(async move { store.record_inbound(&c, at, DAY).await.unwrap() })
+        tokio::spawn(async move { store.record_inbound(&c, at, &window()).await.unwrap() })
     });
     let answers = futures::future::try_join_all(writers).await.unwrap();
 
@@ -88,7 +125,7 @@ async fn the_inbound_key_expires_an_hour_after_the_window() {
     let c = contact();
     let ten_minutes_ago = Utc::now().timestamp_millis() - 10 * 60_000;
     store
-        .record_inbound(&c, ten_minutes_ago, DAY)
+        .record_inbound(&c, ten_minutes_ago, &window())
         .await
         .unwrap();
 
@@ -106,7 +143,7 @@ async fn an_inbound_older_than_the_window_is_not_kept() {
     let store = store(&env).await;
     let c = contact();
     store
-        .record_inbound(&c, Utc::now().timestamp_millis() - 26 * HOUR_MS, DAY)
+        .record_inbound(&c, Utc::now().timestamp_millis() - 26 * HOUR_MS, &window())
         .await
         .unwrap();
     assert_eq!(store.last_inbound(&c).await.unwrap(), None);
@@ -122,75 +159,270 @@ async fn clearing_forgets_the_inbound_of_that_contact_only() {
         ..contact()
     };
     let now = Utc::now().timestamp_millis();
-    store.record_inbound(&c, now, DAY).await.unwrap();
-    store.record_inbound(&other, now, DAY).await.unwrap();
+    store.record_inbound(&c, now, &window()).await.unwrap();
+    store.record_inbound(&other, now, &window()).await.unwrap();
 
     store.clear_inbound(&c).await.unwrap();
     assert_eq!(store.last_inbound(&c).await.unwrap(), None);
     assert_eq!(store.last_inbound(&other).await.unwrap(), Some(now));
     // Cleared, it takes an older timestamp again.
     assert_eq!(
-        store.record_inbound(&c, now - 1, DAY).await.unwrap(),
+        store.record_inbound(&c, now - 1, &window()).await.unwrap(),
         now - 1
     );
 }
 
 #[tokio::test]
-async fn a_sent_job_is_remembered_with_its_vendor_id_for_the_horizon() {
+async fn a_future_inbound_time_counts_as_now() {
     let env = TestEnv::new().await;
     let store = store(&env).await;
+    let next_year = Utc::now().timestamp_millis() + 365 * 24 * HOUR_MS;
+    let stored = store
+        .record_inbound(&contact(), next_year, &window())
+        .await
+        .unwrap();
+    let now = Utc::now().timestamp_millis();
+    assert!(
+        (now - 5_000..=now).contains(&stored),
+        "stored {stored}, now {now}"
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_send_is_remembered_with_its_vendor_id_for_the_horizon() {
+    let env = TestEnv::new().await;
+    let store = store(&env).await;
+    let (c, w) = (contact(), window());
+    store
+        .record_inbound(&c, Utc::now().timestamp_millis(), &w)
+        .await
+        .unwrap();
     let week = 7 * DAY;
 
     assert_eq!(store.sent("job-1").await.unwrap(), None);
-    store
-        .record_sent("job-1", Some("wamid.42"), week)
-        .await
-        .unwrap();
-    store.record_sent("job-2", None, week).await.unwrap();
+    let first = claim(&store, &admit("job-1", &c, &w)).await;
+    assert_eq!(
+        store
+            .record_sent(first, Some("wamid.42"), week)
+            .await
+            .unwrap(),
+        Recorded::First
+    );
+    let second = claim(&store, &admit("job-2", &c, &w)).await;
+    store.record_sent(second, None, week).await.unwrap();
     assert_eq!(
         store.sent("job-1").await.unwrap().as_deref(),
         Some("wamid.42")
     );
     assert_eq!(store.sent("job-2").await.unwrap().as_deref(), Some(""));
+    assert_eq!(
+        store.admit(&admit("job-1", &c, &w)).await.unwrap(),
+        Admission::Duplicate {
+            vendor_message_id: Some("wamid.42".into())
+        }
+    );
 
     let ttl = pttl(&env, "sent:job-1").await;
     let week_ms = week.as_millis() as i64;
     assert!((week_ms - 5_000..=week_ms).contains(&ttl), "TTL {ttl} ms");
+    assert_eq!(
+        pttl(&env, "inflight:job-1").await,
+        -2,
+        "recording released the claim"
+    );
 }
 
 #[tokio::test]
-async fn only_one_delivery_holds_the_in_flight_mark() {
+async fn only_one_delivery_holds_the_claim_and_the_other_finds_the_send() {
     let env = TestEnv::new().await;
     let (a, b) = (store(&env).await, store(&env).await);
-    let ttl = Duration::from_secs(30);
+    let (c, w) = (contact(), window());
+    a.record_inbound(&c, Utc::now().timestamp_millis(), &w)
+        .await
+        .unwrap();
 
-    assert!(a.claim_in_flight("job-1", ttl).await.unwrap());
-    assert!(!b.claim_in_flight("job-1", ttl).await.unwrap());
-    assert!(
-        b.claim_in_flight("job-2", ttl).await.unwrap(),
-        "marks are per job"
-    );
-    a.release_in_flight("job-1").await.unwrap();
-    assert!(b.claim_in_flight("job-1", ttl).await.unwrap());
+    let held = claim(&a, &admit("job-1", &c, &w)).await;
+    let Admission::Busy { claim_left } = b.admit(&admit("job-1", &c, &w)).await.unwrap() else {
+        panic!("the second delivery must find the claim")
+    };
+    assert!(claim_left > Duration::from_secs(25), "{claim_left:?}");
+    let other = claim(&b, &admit("job-2", &c, &w)).await;
+    b.release(other).await.unwrap();
+
+    a.record_sent(held, Some("m1"), DAY).await.unwrap();
+    assert!(matches!(
+        b.admit(&admit("job-1", &c, &w)).await.unwrap(),
+        Admission::Duplicate { .. }
+    ));
 }
 
 #[tokio::test]
-async fn an_in_flight_mark_expires_by_itself() {
+async fn a_claim_is_released_or_recorded_only_by_its_owner() {
+    let env = TestEnv::new().await;
+    let (a, b) = (store(&env).await, store(&env).await);
+    let (c, w) = (contact(), window());
+    a.record_inbound(&c, Utc::now().timestamp_millis(), &w)
+        .await
+        .unwrap();
+    let short = Admit {
+        claim_for: Duration::from_millis(100),
+        ..admit("job-1", &c, &w)
+    };
+
+    let expired = claim(&a, &short).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let current = claim(&b, &admit("job-1", &c, &w)).await;
+
+    a.release(expired).await.unwrap();
+    assert!(
+        matches!(
+            b.admit(&admit("job-1", &c, &w)).await.unwrap(),
+            Admission::Busy { .. }
+        ),
+        "the expired claim's owner released nothing"
+    );
+    b.release(current).await.unwrap();
+    let again = claim(&a, &admit("job-1", &c, &w)).await;
+    a.release(again).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_late_record_keeps_the_first_send() {
     let env = TestEnv::new().await;
     let store = store(&env).await;
-    assert!(
-        store
-            .claim_in_flight("job-1", Duration::from_millis(100))
-            .await
-            .unwrap()
-    );
+    let (c, w) = (contact(), window());
+    store
+        .record_inbound(&c, Utc::now().timestamp_millis(), &w)
+        .await
+        .unwrap();
+    let short = Admit {
+        claim_for: Duration::from_millis(100),
+        ..admit("job-1", &c, &w)
+    };
+    let slow = claim(&store, &short).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(
-        store
-            .claim_in_flight("job-1", Duration::from_secs(30))
-            .await
-            .unwrap()
+    let fast = claim(&store, &admit("job-1", &c, &w)).await;
+    store.record_sent(fast, Some("first"), DAY).await.unwrap();
+    assert_eq!(
+        store.record_sent(slow, Some("second"), DAY).await.unwrap(),
+        Recorded::AlreadySent {
+            vendor_message_id: Some("first".into())
+        }
     );
+    assert_eq!(store.sent("job-1").await.unwrap().as_deref(), Some("first"));
+}
+
+#[tokio::test]
+async fn admission_refuses_suppressed_paused_and_closed_window_in_that_order() {
+    let env = TestEnv::new().await;
+    let store = store(&env).await;
+    let (c, w) = (contact(), window());
+
+    assert_eq!(
+        store.admit(&admit("job-1", &c, &w)).await.unwrap(),
+        Admission::WindowClosed {
+            last_inbound_ms: None
+        }
+    );
+    let with_fallback = Admit {
+        has_fallback: true,
+        ..admit("job-1", &c, &w)
+    };
+    let Admission::Admitted {
+        claim, fallback, ..
+    } = store.admit(&with_fallback).await.unwrap()
+    else {
+        panic!("a closed window with a fallback is admitted")
+    };
+    assert!(fallback, "the fallback goes");
+    store.release(claim).await.unwrap();
+    let no_window = Admit {
+        window: None,
+        ..admit("job-1", &c, &w)
+    };
+    let Admission::Admitted {
+        claim, fallback, ..
+    } = store.admit(&no_window).await.unwrap()
+    else {
+        panic!("a template needs no window")
+    };
+    assert!(!fallback);
+    store.release(claim).await.unwrap();
+
+    store
+        .pause_account("kaleyra", "default", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let Admission::Paused { left } = store.admit(&no_window).await.unwrap() else {
+        panic!("the account is paused")
+    };
+    assert!(left > Duration::from_secs(55), "{left:?}");
+
+    store.suppress(&c).await.unwrap();
+    assert_eq!(
+        store.admit(&no_window).await.unwrap(),
+        Admission::Suppressed
+    );
+}
+
+#[tokio::test]
+async fn admission_reserves_the_shared_rate_and_the_recipients_pacing() {
+    let env = TestEnv::new().await;
+    let store = store(&env).await;
+    let c = contact();
+    let other = Contact {
+        digits: "254700000001".into(),
+        ..contact()
+    };
+    let limited = |job_id, contact| Admit {
+        job_id,
+        contact,
+        claim_for: Duration::from_secs(30),
+        window: None,
+        has_fallback: false,
+        rate: Rate::per_second(10.0, 1),
+        pacing: Rate::every(Duration::from_secs(6)),
+    };
+    let wait = |admission| match admission {
+        Admission::Admitted { wait, .. } => wait,
+        other => panic!("expected a claim, got {other:?}"),
+    };
+    assert_eq!(
+        wait(store.admit(&limited("j1", &c)).await.unwrap()),
+        Duration::ZERO
+    );
+    let rate_wait = wait(store.admit(&limited("j2", &other)).await.unwrap());
+    assert!(
+        (Duration::from_millis(80)..=Duration::from_millis(100)).contains(&rate_wait),
+        "the second permit waits one interval: {rate_wait:?}"
+    );
+    let pacing_wait = wait(store.admit(&limited("j3", &c)).await.unwrap());
+    assert!(
+        pacing_wait > Duration::from_millis(5_800),
+        "the same recipient waits for its pacing: {pacing_wait:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_of_the_wrong_type_is_a_refusal_not_an_outage() {
+    let env = TestEnv::new().await;
+    let store = store(&env).await;
+    let (c, w) = (contact(), window());
+    let _: () = env
+        .redis()
+        .await
+        .lpush(
+            format!("{}inbound:kaleyra:default:254712345678", env.prefix),
+            "x",
+        )
+        .await
+        .unwrap();
+    let error = store.admit(&admit("job-1", &c, &w)).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Refused { .. }),
+        "expected a refusal, got {error:?}"
+    );
+    assert!(error.to_string().contains("WRONGTYPE"), "{error}");
 }
 
 #[tokio::test]
@@ -248,7 +480,7 @@ async fn a_pause_is_never_shortened() {
 
 fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, started: Instant) {
     assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
+        matches!(result, Err(StoreError::Unavailable { .. })),
         "expected Unavailable, got {result:?}"
     );
     assert!(
@@ -268,7 +500,10 @@ async fn a_dead_redis_is_reported_unavailable_promptly() {
     let started = Instant::now();
     assert_unavailable(store.sent("job-1").await, started);
     let started = Instant::now();
-    assert_unavailable(store.record_inbound(&contact(), 0, DAY).await, started);
+    assert_unavailable(
+        store.record_inbound(&contact(), 0, &window()).await,
+        started,
+    );
 }
 
 #[tokio::test]
