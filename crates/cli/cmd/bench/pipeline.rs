@@ -35,6 +35,8 @@ const TARGET_VS_CEILING: f64 = 0.6;
 const TARGET_COMMANDS_PER_JOB: f64 = 3.0;
 const TARGET_SLOW_VENDOR_PER_SEC: f64 = 1000.0;
 const TARGET_PEAK_RSS_MIB: f64 = 32.0;
+/// A rate above any consume ceiling measured here, so it cannot bind.
+const DEFAULT_RATE_LIMIT: f64 = 20_000.0;
 /// How often the soak publishes what its rate says is due.
 const SOAK_TICK: Duration = Duration::from_millis(20);
 
@@ -42,7 +44,7 @@ const SOAK_TICK: Duration = Duration::from_millis(20);
 #[command(after_help = "Examples:
   herald bench pipeline                                   ceiling, hand-written worker and Herald
   herald bench pipeline --jobs 20000 --prefetch 64 --json
-  herald bench pipeline --mode slow-vendor --prefetch 256  200 ms vendor, one account
+  herald bench pipeline --mode slow-vendor --rate-limit 1000  200 ms vendor, one account
   herald bench pipeline --mode memory                     peak RSS draining 100,000 jobs
   herald bench pipeline --mode soak --rate 1000 --duration 10m")]
 pub struct PipelineArgs {
@@ -53,10 +55,14 @@ pub struct PipelineArgs {
     /// memory 100000; soak: rate × duration].
     #[arg(long)]
     jobs: Option<usize>,
-    /// Unacknowledged deliveries per queue (`amqp.prefetch`), the same for
-    /// the ceiling and both workers.
+    /// `amqp.prefetch`. Herald keeps at least the account's rate × 1 s in
+    /// flight; the ceiling and both workers use that same figure.
     #[arg(long, default_value_t = 64)]
     prefetch: u16,
+    /// The account's global `rate_per_second`: checked for every job; the
+    /// default is above any consume ceiling seen here, so it never binds.
+    #[arg(long, default_value_t = DEFAULT_RATE_LIMIT, value_name = "PER_SECOND")]
+    rate_limit: f64,
     /// The mock vendor's latency [default: 200ms in slow-vendor mode, else 0ms].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     latency: Option<Duration>,
@@ -123,6 +129,9 @@ fn plan(args: &PipelineArgs) -> anyhow::Result<Plan> {
     if args.prefetch == 0 {
         bail!("--prefetch must be at least 1");
     }
+    if !(args.rate_limit.is_finite() && args.rate_limit > 0.0) {
+        bail!("--rate-limit must be a positive number");
+    }
     let jobs = match args.mode {
         Mode::Soak => {
             if args.rate == 0 || args.duration.is_zero() {
@@ -146,6 +155,7 @@ fn plan(args: &PipelineArgs) -> anyhow::Result<Plan> {
         jobs,
         spec: RigSpec {
             prefetch: args.prefetch,
+            rate_limit: args.rate_limit,
             latency: args.latency.unwrap_or(args.mode.default_latency()),
             jobs,
         },
@@ -174,6 +184,9 @@ struct Report {
     mode: &'static str,
     jobs: usize,
     prefetch: u16,
+    /// Deliveries in flight per queue, for every consumer.
+    in_flight: u16,
+    rate_limit: f64,
     vendor_latency_ms: u64,
     cores: usize,
     scratch_vhost: String,
@@ -208,7 +221,7 @@ struct Compare {
 #[derive(Debug, Serialize)]
 struct Alone {
     herald: Drain,
-    /// With vendor latency L, prefetch P caps one worker at P / L jobs/s.
+    /// With vendor latency L, P deliveries in flight cap one worker at P / L jobs/s.
     prefetch_bound_per_sec: Option<f64>,
 }
 
@@ -246,6 +259,8 @@ async fn measure(rig: &Rig, plan: &Plan, args: &PipelineArgs) -> anyhow::Result<
         },
         jobs: plan.jobs,
         prefetch: plan.spec.prefetch,
+        in_flight: rig.prefetch,
+        rate_limit: plan.spec.rate_limit,
         vendor_latency_ms: plan.spec.latency.as_millis() as u64,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         scratch_vhost: vhost.to_owned(),
@@ -350,24 +365,27 @@ async fn soak_with(
 impl Report {
     fn text(&self) -> String {
         let mut out = format!(
-            "Herald pipeline benchmark, {} mode: {} jobs, prefetch {}, vendor latency {}\n\
+            "Herald pipeline benchmark, {} mode: {} jobs, vendor latency {}, {} deliveries in \
+             flight per queue for every consumer (amqp.prefetch {} raised to the rate × 1 s, \
+             as herald worker does)\n\
              Jobs: ~400-byte Kaleyra text messages, every recipient's window open, on quorum \
              queue herald.send.kaleyra\n\
-             Herald: global rate limit {}/s (checked, never binding), pacing {} per recipient, \
+             Herald: global rate limit {}/s, pacing {} per recipient, \
              window enforced, events published\n\
              Caveat: {} core(s) shared with RabbitMQ, Redis and the mock vendor; compare \
              ratios within one run.\n\n",
             self.mode,
             self.jobs,
-            self.prefetch,
             format_duration(Duration::from_millis(self.vendor_latency_ms)),
-            rig::RATE_PER_SECOND,
+            self.in_flight,
+            self.prefetch,
+            self.rate_limit,
             format_duration(rig::PACING),
             self.cores,
         );
         match &self.figures {
             Figures::Compare(c) => out.push_str(&c.text()),
-            Figures::Alone(a) => out.push_str(&a.text(self.prefetch)),
+            Figures::Alone(a) => out.push_str(&a.text(self.in_flight)),
             Figures::Soak(s) => out.push_str(&s.text()),
         }
         out
@@ -440,7 +458,7 @@ impl Compare {
 }
 
 impl Alone {
-    fn text(&self, prefetch: u16) -> String {
+    fn text(&self, in_flight: u16) -> String {
         let d = &self.herald;
         let mut out = format!(
             "  herald worker: {:.0} jobs/s, {:.1} µs CPU per job, {:.2} Redis commands per job, \
@@ -454,12 +472,12 @@ impl Alone {
         match self.prefetch_bound_per_sec {
             Some(bound) => {
                 let limit = if d.jobs_per_sec >= 0.8 * bound {
-                    "the prefetch: at most P jobs are in flight at once, each for L"
+                    "the deliveries in flight: at most P jobs at once, each for L"
                 } else {
-                    "not the prefetch: the worker's own speed (CPU, Redis, broker)"
+                    "not the deliveries in flight: the worker's own speed (CPU, Redis, broker) or the rate limit"
                 };
                 out.push_str(&format!(
-                    "  Target ≥ {TARGET_SLOW_VENDOR_PER_SEC} jobs/s to one account. Prefetch P = {prefetch}, \
+                    "  Target ≥ {TARGET_SLOW_VENDOR_PER_SEC} jobs/s to one account. In flight P = {in_flight}, \
                      so P / latency = {bound:.0} jobs/s at most ({:.0}% reached); the limit is {limit}.\n",
                     100.0 * d.jobs_per_sec / bound
                 ));
@@ -551,6 +569,7 @@ mod tests {
     fn nonsense_settings_are_refused_naming_the_flag() {
         for (args, flag) in [
             (&["--prefetch", "0"][..], "--prefetch"),
+            (&["--rate-limit", "0"][..], "--rate-limit"),
             (&["--jobs", "0"][..], "--jobs"),
             (&["--mode", "soak", "--jobs", "10"][..], "--jobs"),
             (&["--mode", "soak", "--rate", "0"][..], "--rate"),

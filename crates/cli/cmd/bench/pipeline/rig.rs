@@ -13,6 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use futures::{StreamExt, TryStreamExt};
 use herald_client::bulk::{self, Row};
 use herald_client::{JobBuilder, Publisher, Topology};
+use herald_core::config::WindowConfig;
 use herald_core::{AccountConfig, Config, Job, JobErrors, RateScope};
 use herald_mock_vendor::{FaultSpec, Faults, MockVendor, MockVendorHandle, Provider};
 use herald_store::{Contact, Store};
@@ -39,8 +40,6 @@ const MAX_RECIPIENTS: usize = 100_000;
 /// Per-recipient pacing: the WhatsApp pair rate (about one message every
 /// 6 s to one user).
 pub const PACING: Duration = Duration::from_secs(6);
-/// A global rate limit that is checked for every job but never binds.
-pub const RATE_PER_SECOND: f64 = 1_000_000.0;
 /// Publishes in flight while filling a queue.
 const PUBLISH_IN_FLIGHT: usize = 1_000;
 /// Window openings sent to Redis at once.
@@ -49,13 +48,19 @@ const WINDOW_WRITES_IN_FLIGHT: usize = 256;
 /// What a rig is built for.
 #[derive(Debug, Clone, Copy)]
 pub struct RigSpec {
+    /// `amqp.prefetch`; Herald may keep more in flight (see [`Rig::prefetch`]).
     pub prefetch: u16,
+    /// The account's global `rate_per_second`.
+    pub rate_limit: f64,
     pub latency: Duration,
     /// Jobs the rig will publish in all, to size the recipient pool.
     pub jobs: usize,
 }
 
 pub struct Rig {
+    /// Deliveries in flight per queue for every consumer: `amqp.prefetch`
+    /// of the workers' configuration, raised the way `herald worker` raises
+    /// it for the account's rate, so all three measurements run alike.
     pub prefetch: u16,
     pub latency: Duration,
     /// The configuration both worker processes read.
@@ -65,6 +70,7 @@ pub struct Rig {
     vhost: ScratchVhost,
     prefix: String,
     recipients: usize,
+    window: WindowConfig,
     store: Store,
     redis: MultiplexedConnection,
     mock: MockVendorHandle,
@@ -90,13 +96,14 @@ impl Rig {
         let prefix = format!("{}{name}:", base.redis.prefix);
         match Connected::open(base, &vhost.name, &prefix, &dir, spec).await {
             Ok(connected) => Ok(Rig {
-                prefetch: spec.prefetch,
+                prefetch: connected.prefetch,
                 latency: spec.latency,
                 config_path: connected.config_path,
                 dir,
                 vhost,
                 prefix,
                 recipients: spec.jobs.clamp(1, MAX_RECIPIENTS),
+                window: connected.window,
                 store: connected.store,
                 redis: connected.redis,
                 mock: connected.mock,
@@ -151,7 +158,6 @@ impl Rig {
     /// an inbound message does.
     pub async fn open_windows(&self) -> anyhow::Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
-        let window = Duration::from_secs(24 * 3600);
         futures::stream::iter(0..self.recipients)
             .map(|r| {
                 let contact = Contact {
@@ -159,7 +165,7 @@ impl Rig {
                     account: ACCOUNT.to_owned(),
                     digits: recipient(r).trim_start_matches('+').to_owned(),
                 };
-                async move { self.store.record_inbound(&contact, now, window).await }
+                async move { self.store.record_inbound(&contact, now, &self.window).await }
             })
             .buffer_unordered(WINDOW_WRITES_IN_FLIGHT)
             .try_for_each(|_| async { Ok(()) })
@@ -257,6 +263,8 @@ impl Rig {
 /// The rig's connections and mock, made inside its vhost and directory.
 struct Connected {
     config_path: PathBuf,
+    prefetch: u16,
+    window: WindowConfig,
     store: Store,
     redis: MultiplexedConnection,
     mock: MockVendorHandle,
@@ -282,7 +290,7 @@ impl Connected {
         )
         .await
         .context("cannot start the mock vendor")?;
-        let config = worker_config(base, vhost, prefix, spec.prefetch, &mock.base_url())?;
+        let config = worker_config(base, vhost, prefix, spec, &mock.base_url())?;
         let config_path = dir.join("herald.toml");
         write_private(&config_path, &toml::to_string(&config)?)?;
         let connection = herald_client::connect(&config.amqp.url, "bench")
@@ -301,6 +309,8 @@ impl Connected {
             .context("cannot reach Redis (redis.url)")?;
         Ok(Connected {
             config_path,
+            prefetch: config.amqp.prefetch,
+            window: config.window.clone(),
             store,
             redis,
             mock,
@@ -318,19 +328,20 @@ fn recipient(r: usize) -> String {
 
 /// The operator's configuration pointed at the scratch vhost, prefix and
 /// mock, with one Kaleyra account that has every feature on: a global rate
-/// limit (checked, never binding), per-recipient pacing, the 24-hour window.
+/// limit, per-recipient pacing, the 24-hour window. `amqp.prefetch` is what
+/// `herald worker` would keep in flight for that rate, so the hand-written
+/// worker, reading the same file, runs at the same concurrency.
 fn worker_config(
     base: &Config,
     vhost: &str,
     prefix: &str,
-    prefetch: u16,
+    spec: RigSpec,
     vendor: &str,
 ) -> anyhow::Result<Config> {
     let mut config = base.clone();
     let mut amqp = Url::parse(&base.amqp.url).context("amqp.url is not a URL")?;
     amqp.set_path(&format!("/{vhost}"));
     config.amqp.url = amqp.into();
-    config.amqp.prefetch = prefetch;
     config.redis.prefix = prefix.to_owned();
     config.http.listen = "127.0.0.1:0".parse()?;
     let mut settings = toml::Table::new();
@@ -339,8 +350,8 @@ fn worker_config(
     settings.insert("api_key_env".into(), VENDOR_KEY_VAR.into());
     let account = AccountConfig {
         base_url: vendor.to_owned(),
-        rate_per_second: Some(RATE_PER_SECOND),
-        burst: u32::from(prefetch),
+        rate_per_second: Some(spec.rate_limit),
+        burst: u32::from(spec.prefetch),
         rate_scope: RateScope::Global,
         per_recipient_interval: Some(PACING),
         enforce_window: true,
@@ -351,6 +362,8 @@ fn worker_config(
         PROVIDER.to_owned(),
         BTreeMap::from([(ACCOUNT.to_owned(), account)]),
     )]);
+    config.amqp.prefetch = spec.prefetch;
+    config.amqp.prefetch = herald_worker::accounts::prefetch_for(&config, PROVIDER);
     // Through the parser, so the file the workers read is known to load.
     Config::from_toml_with_env(&toml::to_string(&config)?, &[])
         .context("the benchmark's worker configuration")
@@ -483,6 +496,15 @@ impl ScratchVhost {
 mod tests {
     use super::*;
 
+    fn spec(prefetch: u16, rate_limit: f64) -> RigSpec {
+        RigSpec {
+            prefetch,
+            rate_limit,
+            latency: Duration::ZERO,
+            jobs: 1,
+        }
+    }
+
     #[test]
     fn the_workers_configuration_has_every_feature_on_in_the_scratch_vhost() {
         let base = Config::default();
@@ -490,7 +512,7 @@ mod tests {
             &base,
             "scratch",
             "herald:scratch:",
-            48,
+            spec(48, 20.0),
             "http://127.0.0.1:9",
         )
         .unwrap();
@@ -498,12 +520,19 @@ mod tests {
         assert_eq!(config.amqp.prefetch, 48);
         assert_eq!(config.redis.prefix, "herald:scratch:");
         let account = config.account(PROVIDER, ACCOUNT).unwrap();
-        assert_eq!(account.rate_per_second, Some(RATE_PER_SECOND));
+        assert_eq!(account.rate_per_second, Some(20.0));
         assert_eq!(account.rate_scope, RateScope::Global);
         assert_eq!(account.per_recipient_interval, Some(PACING));
         assert!(account.enforce_window);
         assert_eq!(account.base_url, "http://127.0.0.1:9");
         assert_eq!(config.providers.len(), 1);
+    }
+
+    #[test]
+    fn the_prefetch_is_raised_as_herald_raises_it_for_the_rate() {
+        let config =
+            worker_config(&Config::default(), "v", "p:", spec(64, 5000.0), "http://x").unwrap();
+        assert_eq!(config.amqp.prefetch, 5000);
     }
 
     #[test]
