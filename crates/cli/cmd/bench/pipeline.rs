@@ -35,8 +35,11 @@ const TARGET_VS_CEILING: f64 = 0.6;
 const TARGET_COMMANDS_PER_JOB: f64 = 3.0;
 const TARGET_SLOW_VENDOR_PER_SEC: f64 = 1000.0;
 const TARGET_PEAK_RSS_MIB: f64 = 32.0;
-/// A rate above any consume ceiling measured here, so it cannot bind.
-const DEFAULT_RATE_LIMIT: f64 = 20_000.0;
+/// Above what either worker sustained here, so it does not bind; it also
+/// sets how many deliveries herald worker keeps in flight (rate × 1 s).
+const DEFAULT_RATE_LIMIT: f64 = 10_000.0;
+/// Herald at this share of its rate limit may have been held back by it.
+const LIMIT_REACHED: f64 = 0.9;
 /// How often the soak publishes what its rate says is due.
 const SOAK_TICK: Duration = Duration::from_millis(20);
 
@@ -60,7 +63,8 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 64)]
     prefetch: u16,
     /// The account's global `rate_per_second`: checked for every job; the
-    /// default is above any consume ceiling seen here, so it never binds.
+    /// default is above what either worker sustained here, so it does not
+    /// bind. Herald keeps this many deliveries in flight (rate × 1 s).
     #[arg(long, default_value_t = DEFAULT_RATE_LIMIT, value_name = "PER_SECOND")]
     rate_limit: f64,
     /// The mock vendor's latency [default: 200ms in slow-vendor mode, else 0ms].
@@ -388,19 +392,32 @@ impl Report {
             Figures::Alone(a) => out.push_str(&a.text(self.in_flight)),
             Figures::Soak(s) => out.push_str(&s.text()),
         }
+        let herald_per_sec = match &self.figures {
+            Figures::Compare(c) => c.herald.jobs_per_sec,
+            Figures::Alone(a) => a.herald.jobs_per_sec,
+            Figures::Soak(s) => s.published_per_sec,
+        };
+        if herald_per_sec >= LIMIT_REACHED * self.rate_limit {
+            out.push_str(&format!(
+                "Note: Herald reached {:.0}% of its rate limit, which may have held it back \
+                 (--rate-limit).\n",
+                100.0 * herald_per_sec / self.rate_limit
+            ));
+        }
         out
     }
 }
 
-const TABLE_HEAD: &str = "  measurement                     jobs/s  vs hand-written  vs ceiling  Redis cmds/job  CPU µs/job  jobs/CPU-s  peak RSS\n";
+const TABLE_HEAD: &str = "  measurement                     jobs/s  vs hand-written  vs ceiling  Redis cmds/job  scripts/job  CPU µs/job  jobs/CPU-s  peak RSS\n";
 
 fn drain_row(name: &str, d: &Drain, vs_handwritten: f64, vs_ceiling: f64) -> String {
     format!(
-        "  {name:<28} {:>9.0}  {:>14.2}×  {:>9.2}×  {:>14.2}  {:>10.1}  {:>10.0}  {:>5.1} MiB\n",
+        "  {name:<28} {:>9.0}  {:>14.2}×  {:>9.2}×  {:>14.2}  {:>11.2}  {:>10.1}  {:>10.0}  {:>5.1} MiB\n",
         d.jobs_per_sec,
         vs_handwritten,
         vs_ceiling,
         d.redis_commands_per_job,
+        d.redis_script_calls_per_job,
         d.cpu_us_per_job,
         1e6 / d.cpu_us_per_job,
         probe::mib(d.peak_rss_bytes)
@@ -444,8 +461,10 @@ impl Compare {
              ≤ {TARGET_COMMANDS_PER_JOB} Redis round trips per job.\n\
              Per CPU-second Herald sends {:.2}× the hand-written worker's jobs: the ratio where \
              the worker's CPU is the bottleneck (on a busy machine the broker may be first).\n\
-             Redis commands per job, by command (INFO commandstats: commands run inside a script \
-             count too; other clients of this Redis add noise):\n  hand-written: {}\n  herald:       {}\n\
+             Redis commands per job, by command, from INFO commandstats: a script call is one \
+             round trip, but Redis also counts each command the script runs, and cannot tell \
+             those from commands sent directly; other clients of this Redis add noise.\n  \
+             hand-written: {}\n  herald:       {}\n\
              Publishing (confirmed): {:.0} jobs/s. Rates run from the first vendor call to the last; \
              CPU is the worker process's user + system time, start-up included.\n",
             self.herald_vs_handwritten_per_cpu,
@@ -461,11 +480,12 @@ impl Alone {
     fn text(&self, in_flight: u16) -> String {
         let d = &self.herald;
         let mut out = format!(
-            "  herald worker: {:.0} jobs/s, {:.1} µs CPU per job, {:.2} Redis commands per job, \
-             peak RSS {:.1} MiB\n  Redis commands by command: {}\n",
+            "  herald worker: {:.0} jobs/s, {:.1} µs CPU per job, {:.2} Redis commands per job \
+             ({:.2} script calls), peak RSS {:.1} MiB\n  Redis commands by command: {}\n",
             d.jobs_per_sec,
             d.cpu_us_per_job,
             d.redis_commands_per_job,
+            d.redis_script_calls_per_job,
             probe::mib(d.peak_rss_bytes),
             by_command(d),
         );

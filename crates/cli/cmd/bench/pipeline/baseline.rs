@@ -18,7 +18,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use serde::Deserialize;
 use tokio_util::task::TaskTracker;
@@ -173,12 +175,23 @@ pub async fn handwritten(config: Option<&Path>) -> anyhow::Result<ExitCode> {
 }
 
 impl Worker {
-    /// One job: GET, GET, POST, SET, ack. A job it cannot send is acked
-    /// and reported; the benchmark then sees fewer sends than jobs.
+    /// One job: GET, GET, POST, SET, ack. A job it could not send is
+    /// reported and requeued, to be tried again.
     async fn handle(&self, delivery: Delivery) -> anyhow::Result<()> {
-        let result = self.send(&delivery.data).await;
-        delivery.ack(BasicAckOptions::default()).await?;
-        result
+        match self.send(&delivery.data).await {
+            Ok(()) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+                Ok(())
+            }
+            Err(e) => {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                delivery.nack(requeue).await?;
+                Err(e)
+            }
+        }
     }
 
     async fn send(&self, body: &[u8]) -> anyhow::Result<()> {

@@ -88,6 +88,20 @@ pub fn calls_between(
         .collect()
 }
 
+/// Script calls among `calls`: each is one round trip, whatever it runs.
+pub fn script_calls(calls: &BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(name, _)| {
+            matches!(
+                name.as_str(),
+                "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+            )
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// Bytes as MiB, for printing.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -140,5 +154,17 @@ mod tests {
         );
         let reset = BTreeMap::from([("get".to_owned(), 9)]);
         assert_eq!(calls_between(&before, &reset).get("get"), Some(&9));
+    }
+
+    #[test]
+    fn script_calls_count_only_the_commands_that_run_scripts() {
+        let calls = BTreeMap::from([
+            ("evalsha".to_owned(), 40),
+            ("eval".to_owned(), 2),
+            ("fcall".to_owned(), 1),
+            ("get".to_owned(), 100),
+            ("time".to_owned(), 40),
+        ]);
+        assert_eq!(script_calls(&calls), 43);
     }
 }

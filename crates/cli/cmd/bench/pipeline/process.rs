@@ -162,10 +162,13 @@ pub struct Drain {
     pub cpu_us_per_job: f64,
     /// `VmHWM` of the worker process.
     pub peak_rss_bytes: u64,
-    /// Commands Redis served from start to the last send, per job sent:
-    /// every client's (other users of a shared Redis too) and commands run
-    /// inside scripts included.
+    /// Commands Redis served from the worker's start to its stop, per job
+    /// sent: every client's (other users of a shared Redis too), and the
+    /// commands a script runs as well as the script call itself.
     pub redis_commands_per_job: f64,
+    /// Of those, script calls (`EVAL`, `EVALSHA`, `FCALL`): one round trip
+    /// each, however many commands the script runs.
+    pub redis_script_calls_per_job: f64,
     /// The same, per command.
     pub redis_by_command: BTreeMap<String, f64>,
 }
@@ -187,8 +190,9 @@ pub async fn drain(rig: &Rig, kind: Kind, jobs: u64) -> anyhow::Result<Drain> {
             }
         }
     };
-    let calls = probe::calls_between(&calls_before, &rig.redis_calls().await?);
+    // After the stop, so the records of the last jobs sent are counted.
     worker.stop().await?;
+    let calls = probe::calls_between(&calls_before, &rig.redis_calls().await?);
     let per_job = |n: u64| n as f64 / jobs as f64;
     Ok(Drain {
         jobs,
@@ -197,6 +201,7 @@ pub async fn drain(rig: &Rig, kind: Kind, jobs: u64) -> anyhow::Result<Drain> {
         cpu_us_per_job: cpu.as_secs_f64() * 1e6 / jobs as f64,
         peak_rss_bytes: peak_rss,
         redis_commands_per_job: per_job(calls.values().sum()),
+        redis_script_calls_per_job: per_job(probe::script_calls(&calls)),
         redis_by_command: calls.into_iter().map(|(c, n)| (c, per_job(n))).collect(),
     })
 }
@@ -226,9 +231,11 @@ pub async fn wait_for_sends(
             (last_count, last_progress) = (count, now);
         } else if now.duration_since(last_progress) > stall {
             bail!(
-                "the {} stalled at {count} of {jobs} jobs sent ({} refused by the vendor)",
+                "the {} stalled at {count} of {jobs} jobs sent ({} refused by the vendor); \
+                 end of its log:\n{}",
                 worker.kind.label(),
-                rig.refused()
+                rig.refused(),
+                worker.log_tail()
             );
         }
         worker.check_running()?;
