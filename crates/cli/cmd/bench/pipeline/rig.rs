@@ -50,7 +50,7 @@ const WINDOW_WRITES_IN_FLIGHT: usize = 256;
 pub struct RigSpec {
     /// `amqp.prefetch`; Herald may keep more in flight (see [`Rig::prefetch`]).
     pub prefetch: u16,
-    /// The account's global `rate_per_second`.
+    /// The account's global `rate_per_second`; its burst is `jobs`.
     pub rate_limit: f64,
     pub latency: Duration,
     /// Jobs the rig will publish in all, to size the recipient pool.
@@ -351,7 +351,9 @@ fn worker_config(
     let account = AccountConfig {
         base_url: vendor.to_owned(),
         rate_per_second: Some(spec.rate_limit),
-        burst: u32::from(spec.prefetch),
+        // Enough for every job of the run: the limit is checked for each
+        // job (its cost is what is measured) but never holds one back.
+        burst: u32::try_from(spec.jobs).unwrap_or(u32::MAX).max(1),
         rate_scope: RateScope::Global,
         per_recipient_interval: Some(PACING),
         enforce_window: true,
@@ -521,6 +523,7 @@ mod tests {
         assert_eq!(config.redis.prefix, "herald:scratch:");
         let account = config.account(PROVIDER, ACCOUNT).unwrap();
         assert_eq!(account.rate_per_second, Some(20.0));
+        assert_eq!(account.burst, 1, "the burst covers the run's jobs");
         assert_eq!(account.rate_scope, RateScope::Global);
         assert_eq!(account.per_recipient_interval, Some(PACING));
         assert!(account.enforce_window);
