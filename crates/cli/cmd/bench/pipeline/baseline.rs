@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -27,13 +28,25 @@ use tokio_util::task::TaskTracker;
 
 use super::rig::{ACCOUNT, PROVIDER, VENDOR_KEY_VAR};
 
-/// Consumes `jobs` messages from `queue` with `prefetch` and acks each as
-/// it arrives; returns how long that took.
+/// How the broker ceiling acks its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Each ack sent before the next delivery is taken, as
+    /// `../shared/bench/ceiling` does (the targets refer to it).
+    OneByOne,
+    /// Acks sent while the next deliveries are taken, as a worker with
+    /// `prefetch` jobs in hand does: the broker's own limit.
+    Pipelined,
+}
+
+/// Consumes `jobs` messages from `queue` with `prefetch`, acking each;
+/// returns how long that took.
 pub async fn consume_and_ack(
     connection: &lapin::Connection,
     queue: &str,
     prefetch: u16,
     jobs: u64,
+    mode: Acks,
 ) -> anyhow::Result<Duration> {
     let channel = connection.create_channel().await?;
     channel
@@ -48,12 +61,20 @@ pub async fn consume_and_ack(
             FieldTable::default(),
         )
         .await?;
-    for _ in 0..jobs {
-        let delivery = consumer
-            .next()
-            .await
-            .context("the broker ended the consumer")??;
-        delivery.ack(BasicAckOptions::default()).await?;
+    let mut acks = FuturesUnordered::new();
+    let mut received = 0;
+    while received < jobs || !acks.is_empty() {
+        let wait_for_ack = !acks.is_empty() && (mode == Acks::OneByOne || received == jobs);
+        tokio::select! {
+            Some(acked) = acks.next(), if !acks.is_empty() => {
+                acked?;
+            }
+            delivery = consumer.next(), if !wait_for_ack => {
+                let delivery = delivery.context("the broker ended the consumer")??;
+                received += 1;
+                acks.push(async move { delivery.ack(BasicAckOptions::default()).await });
+            }
+        }
     }
     let took = started.elapsed();
     channel
