@@ -232,7 +232,7 @@ impl Worker {
             .query_async(&mut redis)
             .await?;
         let now = chrono::Utc::now().timestamp_millis();
-        if !last_inbound.is_some_and(|at| now - at < self.window_ms) {
+        if last_inbound.is_none_or(|at| now - at >= self.window_ms) {
             bail!("job {}: the window is closed", job.id);
         }
         let form = [
