@@ -70,13 +70,7 @@ pub struct Rig {
     vhost: ScratchVhost,
     prefix: String,
     recipients: usize,
-    window: WindowConfig,
-    store: Store,
-    redis: MultiplexedConnection,
-    mock: MockVendorHandle,
-    connection: lapin::Connection,
-    channel: lapin::Channel,
-    publisher: Publisher,
+    io: Connected,
 }
 
 impl Rig {
@@ -95,21 +89,15 @@ impl Rig {
         };
         let prefix = format!("{}{name}:", base.redis.prefix);
         match Connected::open(base, &vhost.name, &prefix, &dir, spec).await {
-            Ok(connected) => Ok(Rig {
-                prefetch: connected.prefetch,
+            Ok(io) => Ok(Rig {
+                prefetch: io.prefetch,
                 latency: spec.latency,
-                config_path: connected.config_path,
+                config_path: io.config_path.clone(),
                 dir,
                 vhost,
                 prefix,
                 recipients: spec.jobs.clamp(1, MAX_RECIPIENTS),
-                window: connected.window,
-                store: connected.store,
-                redis: connected.redis,
-                mock: connected.mock,
-                connection: connected.connection,
-                channel: connected.channel,
-                publisher: connected.publisher,
+                io,
             }),
             Err(e) => {
                 vhost.delete().await.ok();
@@ -126,9 +114,13 @@ impl Rig {
             dir,
             vhost,
             prefix,
-            mut redis,
-            mock,
-            connection,
+            io:
+                Connected {
+                    mut redis,
+                    mock,
+                    connection,
+                    ..
+                },
             ..
         } = self;
         connection.close(200, "bench done".into()).await.ok();
@@ -151,7 +143,7 @@ impl Rig {
     }
 
     pub fn connection(&self) -> &lapin::Connection {
-        &self.connection
+        &self.io.connection
     }
 
     /// Opens the 24-hour window of every recipient the jobs go to, the way
@@ -165,7 +157,12 @@ impl Rig {
                     account: ACCOUNT.to_owned(),
                     digits: recipient(r).trim_start_matches('+').to_owned(),
                 };
-                async move { self.store.record_inbound(&contact, now, &self.window).await }
+                async move {
+                    self.io
+                        .store
+                        .record_inbound(&contact, now, &self.io.window)
+                        .await
+                }
             })
             .buffer_unordered(WINDOW_WRITES_IN_FLIGHT)
             .try_for_each(|_| async { Ok(()) })
@@ -184,7 +181,7 @@ impl Rig {
             })
         });
         let started = Instant::now();
-        let report = bulk::publish(&self.publisher, rows, PUBLISH_IN_FLIGHT, |_| {}).await;
+        let report = bulk::publish(&self.io.publisher, rows, PUBLISH_IN_FLIGHT, |_| {}).await;
         if report.published != wanted {
             bail!(
                 "only {} of {wanted} jobs were confirmed by the broker",
@@ -217,7 +214,8 @@ impl Rig {
 
     /// Vendor calls the mock accepted so far.
     pub fn sent(&self) -> u64 {
-        self.mock
+        self.io
+            .mock
             .stats()
             .get(&Provider::Kaleyra)
             .and_then(|s| s.statuses.get("200").copied())
@@ -226,7 +224,8 @@ impl Rig {
 
     /// Vendor calls the mock answered with anything but 200 so far.
     pub fn refused(&self) -> u64 {
-        self.mock
+        self.io
+            .mock
             .stats()
             .get(&Provider::Kaleyra)
             .map_or(0, |s| s.requests)
@@ -241,6 +240,7 @@ impl Rig {
             ..Default::default()
         };
         let queue = self
+            .io
             .channel
             .queue_declare(self.queue().as_str().into(), passive, FieldTable::default())
             .await?;
@@ -250,7 +250,7 @@ impl Rig {
     /// Calls per command Redis has served so far (every client's, and
     /// commands run inside scripts included).
     pub async fn redis_calls(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.io.redis.clone();
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
             .query_async(&mut redis)
