@@ -259,7 +259,7 @@ async fn measure(rig: &Rig, plan: &Plan, args: &PipelineArgs) -> anyhow::Result<
     let figures = match plan.mode {
         Mode::Compare => Figures::Compare(compare(rig, plan.jobs).await?),
         Mode::SlowVendor | Mode::Memory => Figures::Alone(alone(rig, plan.jobs).await?),
-        Mode::Soak => Figures::Soak(soak(rig, args).await?),
+        Mode::Soak => Figures::Soak(soak(rig, args, plan.jobs).await?),
     };
     let (vhost, prefix) = rig.scratch();
     Ok(Report {
@@ -328,10 +328,10 @@ async fn alone(rig: &Rig, jobs: usize) -> anyhow::Result<Alone> {
     })
 }
 
-/// Herald consuming while jobs are published at `--rate` for `--duration`;
-/// its memory sampled evenly over that time, then once all are sent.
-async fn soak(rig: &Rig, args: &PipelineArgs) -> anyhow::Result<Soak> {
-    let total = (f64::from(args.rate) * args.duration.as_secs_f64()).ceil() as usize;
+/// Herald consuming while `total` jobs are published at `--rate` for
+/// `--duration`; its memory sampled evenly over that time, then once all
+/// are sent.
+async fn soak(rig: &Rig, args: &PipelineArgs, total: usize) -> anyhow::Result<Soak> {
     let mut worker = WorkerProcess::start(rig, Kind::Herald)?;
     let result = soak_with(rig, args, &mut worker, total).await;
     let stopped = worker.stop().await;
