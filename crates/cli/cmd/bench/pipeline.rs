@@ -174,8 +174,14 @@ fn plan(args: &PipelineArgs) -> anyhow::Result<Plan> {
 pub async fn pipeline(args: PipelineArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let plan = plan(&args)?;
     let base = crate::cmd::load_config(config)?;
+    let interrupted = crate::cmd::shutdown_on_signals()?;
     let rig = Rig::start(&base, &args.rabbitmq_api, plan.spec).await?;
-    let report = measure(&rig, &plan, &args).await;
+    // Interrupted, the measurement is dropped (its worker processes are
+    // killed with it) and the rig is still taken down.
+    let report = tokio::select! {
+        report = measure(&rig, &plan, &args) => report,
+        _ = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
     let teardown = rig.teardown().await;
     let report = report?;
     teardown.context("the benchmark finished but could not clean up")?;
