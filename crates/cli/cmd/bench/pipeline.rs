@@ -43,11 +43,15 @@ const SOAK_TICK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  herald bench pipeline                                   ceiling, hand-written worker and Herald
-  herald bench pipeline --jobs 20000 --prefetch 64 --json
-  herald bench pipeline --mode slow-vendor --rate-limit 1000  200 ms vendor, one account
-  herald bench pipeline --mode memory                     peak RSS draining 100,000 jobs
-  herald bench pipeline --mode soak --rate 1000 --duration 10m")]
+  # The ceiling, the hand-written worker and Herald, on a few jobs (the README's
+  # figures come from the defaults, 20000 jobs, in a release build):
+  herald bench pipeline --jobs 500
+  herald bench pipeline --jobs 500 --prefetch 32 --json
+  # Herald alone: a 200 ms vendor at Meta's 1000/s tier, a backlog's peak memory,
+  # memory over a soak at a fixed publish rate:
+  herald bench pipeline --mode slow-vendor --jobs 500
+  herald bench pipeline --mode memory --jobs 2000
+  herald bench pipeline --mode soak --rate 100 --duration 5s")]
 pub struct PipelineArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Compare)]
