@@ -182,6 +182,54 @@ fn comparable(messages: &[Message]) -> Vec<Message> {
         .collect()
 }
 
+/// Every integer header as 64-bit: the plain export form keeps values, not
+/// AMQP integer widths (Herald reads any width).
+fn widened(messages: &[Message]) -> Vec<Message> {
+    fn widen(value: &AMQPValue) -> AMQPValue {
+        match value {
+            AMQPValue::ShortShortInt(v) => AMQPValue::LongLongInt((*v).into()),
+            AMQPValue::ShortShortUInt(v) => AMQPValue::LongLongInt((*v).into()),
+            AMQPValue::ShortInt(v) => AMQPValue::LongLongInt((*v).into()),
+            AMQPValue::ShortUInt(v) => AMQPValue::LongLongInt((*v).into()),
+            AMQPValue::LongInt(v) => AMQPValue::LongLongInt((*v).into()),
+            AMQPValue::LongUInt(v) => AMQPValue::LongLongInt((*v).into()),
+            AMQPValue::FieldArray(items) => AMQPValue::FieldArray(
+                items
+                    .as_slice()
+                    .iter()
+                    .map(widen)
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+            AMQPValue::FieldTable(t) => AMQPValue::FieldTable(widen_table(t)),
+            other => other.clone(),
+        }
+    }
+    fn widen_table(t: &FieldTable) -> FieldTable {
+        let entries: std::collections::BTreeMap<_, _> = t
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.clone(), widen(v)))
+            .collect();
+        entries.into()
+    }
+    messages
+        .iter()
+        .map(|(key, body, properties)| {
+            let headers = properties
+                .headers()
+                .as_ref()
+                .map(widen_table)
+                .unwrap_or_default();
+            (
+                key.clone(),
+                body.clone(),
+                properties.clone().with_headers(headers),
+            )
+        })
+        .collect()
+}
+
 fn header_of(message: &Message, name: &str) -> Option<u32> {
     header_u32(message.2.headers().as_ref(), name)
 }
@@ -293,6 +341,43 @@ async fn browsing_leaves_the_queue_exactly_as_it_was() {
         comparable(&letters),
         "count, order, bodies and headers kept"
     );
+}
+
+#[tokio::test]
+async fn looking_at_dead_letters_never_raises_their_delivery_count() {
+    let dlq = Dlq::start().await;
+    let letters = vec![
+        worker_letter("k-1", "kaleyra", "expired", "2026-11-21T10:00:00.000Z"),
+        worker_letter("p-1", "payhero", "expired", "2026-11-21T11:00:00.000Z"),
+    ];
+    dlq.seed(&letters).await;
+    for _ in 0..3 {
+        dlq.run_ok(&["dlq", "list"]);
+        dlq.run_ok(&["dlq", "list", "--limit", "1"]);
+        dlq.run_ok(&["dlq", "stats", "--provider", "payhero"]);
+        dlq.run_ok(&["dlq", "show", "k-1"]);
+    }
+    let no_ack = BasicGetOptions { no_ack: true };
+    for expected in ["k-1", "p-1"] {
+        let got = dlq
+            .channel
+            .basic_get(DEAD_QUEUE.into(), no_ack)
+            .await
+            .unwrap()
+            .expect("the letter is still there");
+        let d = got.delivery;
+        assert_eq!(
+            d.properties.message_id().as_ref().unwrap().as_str(),
+            expected,
+            "order kept"
+        );
+        assert!(!d.redelivered, "{expected} was never returned to the queue");
+        assert_eq!(
+            header_u32(d.properties.headers().as_ref(), "x-delivery-count").unwrap_or(0),
+            0,
+            "{expected}'s delivery count did not grow"
+        );
+    }
 }
 
 #[tokio::test]
@@ -562,9 +647,9 @@ async fn export_purge_import_round_trips_byte_for_byte() {
     assert_eq!(imported["imported"], 4);
     let back = dlq.drain(DEAD_QUEUE).await;
     assert_eq!(
-        comparable(&back),
-        comparable(&letters),
-        "bodies, routing keys, properties and typed headers"
+        widened(&comparable(&back)),
+        widened(&comparable(&letters)),
+        "bodies, routing keys, properties and headers (integers come back 64-bit)"
     );
 
     // The same file straight to the provider queues, as a replay.

@@ -152,7 +152,7 @@ async fn a_csv_of_ten_thousand_rows_publishes_every_good_row_and_names_the_bad_l
         r#"{"order": "{order}", "batch": 7}"#,
         "--json",
     ]);
-    assert_eq!(output.status.code(), Some(1), "rejected rows exit 1");
+    assert_eq!(output.status.code(), Some(2), "rejected rows exit 2");
     let report = report_of(&output);
     assert_eq!(bad, [101, 2502, 5003, 10_001]);
     assert_eq!(rejected_lines(&report), bad);
@@ -234,7 +234,7 @@ async fn json_lines_from_stdin_report_malformed_and_unknown_field_lines() {
         .write_all(input.as_bytes())
         .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "rejected rows exit 2");
     let report = report_of(&output);
     assert_eq!(rejected_lines(&report), [2, 3]);
     assert_eq!(fields_of(&report, 2), ["$"]);
@@ -381,6 +381,6 @@ async fn usage_mistakes_exit_2_and_a_missing_topology_publishes_nothing() {
         "--text",
         "hi",
     ]);
-    assert_eq!(undeclared.status.code(), Some(1));
+    assert_eq!(undeclared.status.code(), Some(3), "not found");
     assert!(String::from_utf8_lossy(&undeclared.stderr).contains("herald topology declare"));
 }

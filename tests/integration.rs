@@ -3,8 +3,11 @@
 //! One test binary, so the workspace links it once; each module is one area.
 
 mod bench;
+mod cli;
 mod dlq;
 mod enqueue;
+mod help_examples;
+mod metrics;
 mod mock_vendor;
 mod rate_limit;
 mod support;

@@ -146,8 +146,19 @@ async fn status_before_declare_says_what_to_run_and_a_bad_config_exits_2() {
     let env = TestEnv::new().await;
     let config = TestConfig::new(&env, PROVIDERS);
     let status = config.run(&["topology", "status"]);
-    assert_eq!(status.status.code(), Some(1));
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "missing queues are not found"
+    );
     assert!(String::from_utf8_lossy(&status.stderr).contains("herald topology declare"));
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("herald.dead") && l.contains("missing")),
+        "every queue listed, missing ones marked: {table}"
+    );
 
     let bad = TestConfig::new(&env, "[retry]\ndelays = [\"soon\"]\n");
     let declare = bad.run(&["topology", "declare"]);

@@ -10,6 +10,29 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod logging;
 
+const HELP: &str = "\
+Examples:
+  herald --config herald.toml config check
+  herald --config herald.toml topology declare
+  herald --config herald.toml enqueue --id order-1 --provider kaleyra --to +254712345678 --text hi
+
+Environment:
+  HERALD_CONFIG       the configuration file, like --config
+  HERALD_<SECTION>_<KEY>, HERALD_PROVIDERS__<provider>__<account>__<key>
+                      override a configuration key (HERALD_AMQP_URL, …); a
+                      HERALD_* name that is no key is an error naming the closest
+  HERALD_LOG_FORMAT   `json` for JSON log lines; human-readable otherwise
+  RUST_LOG            log level and filters, e.g. `debug` or `info,herald_worker=debug`
+                      (default `info`). Logs go to stderr, uncoloured unless it is a
+                      terminal.
+
+Exit status:
+  0  done as asked
+  1  anything else failed (a partial failure, an unexpected error)
+  2  input rejected: flags, configuration, or jobs that cannot be sent
+  3  not found (e.g. `herald dlq show <id>` of no dead letter)
+  4  the broker or Redis is unavailable: nothing was done, try again";
+
 /// Herald: a durable, queue-based WhatsApp send worker.
 ///
 /// Producers publish send jobs to RabbitMQ (`herald enqueue`, the HTTP API or
@@ -21,7 +44,8 @@ mod logging;
     name = "herald",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = HELP
 )]
 struct Cli {
     /// Configuration file (TOML). Every key can be overridden from the
@@ -53,13 +77,18 @@ enum Command {
     /// Inspect, replay, purge, export and import dead letters.
     #[command(subcommand)]
     Dlq(cmd::dlq::Command),
-    /// Serve all five vendors' send APIs on localhost, with fault injection.
+    /// Serve every vendor's send API (the five BSPs and Meta's Cloud API) on
+    /// localhost, with fault injection.
     MockVendor(cmd::mock_vendor::Args),
     /// Measure Herald's own parts (printed figures, not pass/fail).
     #[command(subcommand)]
     Bench(cmd::bench::Command),
-    /// Print the JSON Schema of a send job, for producers in other languages.
-    Schema,
+    /// Check the configuration and the secrets it names; start nothing.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
+    /// Print the JSON Schema of a send job, for producers in other languages
+    /// (or, with --openapi, the HTTP API's OpenAPI 3.1 description).
+    Schema(cmd::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,14 +113,122 @@ fn main() -> ExitCode {
             Command::Dlq(command) => cmd::dlq::run(command, config).await,
             Command::MockVendor(args) => cmd::mock_vendor::run(args).await,
             Command::Bench(command) => cmd::bench::run(command, config).await,
-            Command::Schema => cmd::print_schema(),
+            Command::Config(command) => cmd::config::run(command, config),
+            Command::Schema(args) => cmd::print_schema(args),
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("herald: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("herald: {}", cmd::error_text(&e));
+            cmd::Exit::of(&e).code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command a user can run, with its path (`dlq show`).
+    fn leaves(command: &clap::Command, path: String) -> Vec<(String, clap::Command)> {
+        let visible: Vec<_> = command
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+            .collect();
+        if visible.is_empty() {
+            return vec![(path, command.clone())];
+        }
+        visible
+            .into_iter()
+            .flat_map(|c| leaves(c, format!("{path} {}", c.get_name())))
+            .collect()
+    }
+
+    #[test]
+    fn every_command_has_an_example_and_every_option_a_description() {
+        let mut root = Cli::command();
+        root.build();
+        for (path, command) in leaves(&root, "herald".into()) {
+            let help = [command.get_after_help(), command.get_after_long_help()]
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect::<String>();
+            assert!(help.contains("Example"), "`{path}` has no example");
+            let runs_it = help
+                .lines()
+                .any(|line| path.split(' ').all(|word| line.contains(word)));
+            assert!(runs_it, "`{path}`'s examples do not run it");
+            for arg in command.get_arguments() {
+                let described = arg
+                    .get_help()
+                    .is_some_and(|h| !h.to_string().trim().is_empty());
+                assert!(
+                    described,
+                    "`{path}` option {} has no description",
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_help_documents_logging_and_exit_statuses() {
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "HERALD_LOG_FORMAT",
+            "RUST_LOG",
+            "Exit status",
+            "2  input rejected",
+            "4  the broker or Redis",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from herald --help");
+        }
+    }
+
+    #[test]
+    fn an_error_names_each_cause_once_and_ends_with_its_marked_status() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        // What lapin does: its own text repeats its source's.
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "IO error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        use cmd::OrExit;
+        let error = Err::<(), _>(Wrapper(refused))
+            .or_exit(cmd::Exit::Unavailable, || "cannot connect".into())
+            .unwrap_err();
+        assert_eq!(
+            cmd::error_text(&error),
+            "cannot connect: IO error: Connection refused"
+        );
+        assert_eq!(cmd::Exit::of(&error), cmd::Exit::Unavailable);
+        let outer = error.context("while enqueueing");
+        assert_eq!(
+            cmd::Exit::of(&outer),
+            cmd::Exit::Unavailable,
+            "seen through context"
+        );
+        assert_eq!(cmd::Exit::of(&anyhow::anyhow!("boom")), cmd::Exit::Failed);
+        let vendor_accounts = anyhow::Error::new(herald_core::ConfigErrors::from(
+            herald_core::ConfigError::new("providers.kaleyra.default.sid", "is required"),
+        ))
+        .context("invalid configuration");
+        assert_eq!(
+            cmd::Exit::of(&vendor_accounts),
+            cmd::Exit::Rejected,
+            "from the worker's start"
+        );
     }
 }

@@ -7,52 +7,55 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use herald_core::Config;
-use herald_core::job::{DEFAULT_ACCOUNT, is_e164};
+use herald_core::job::{DEFAULT_ACCOUNT, is_e164, with_plus};
 use herald_core::protocol::rfc3339;
 use herald_store::{Contact, StoreError, WindowState, inbound_time};
 
 use crate::error::{self, ApiError, problem};
+use crate::openapi::{Recorded, Window};
 use crate::{Api, metrics};
 
-#[derive(Debug, Deserialize)]
+/// A customer's inbound message.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InboundRequest {
+pub struct InboundRequest {
     provider: String,
+    /// Default `default`.
     account: Option<String>,
+    /// E.164.
     contact: String,
+    /// RFC 3339, when the customer wrote; default now.
     at: Option<String>,
 }
 
 pub async fn post(
     State(api): State<Api>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Recorded>, ApiError> {
     let body = error::body(body)?;
     let now = Utc::now();
     let (contact, at) = read_inbound(&body, api.config(), now)?;
     let stored = record(&api, &contact, at).await?;
     metrics::inbound_recorded(&contact.provider, "api");
-    let mut answer = window_body(
+    let window = window_body(
         &contact,
         &WindowState::at(Some(stored), now, &api.config().window),
     );
-    answer["recorded"] = json!(rfc3339(at));
-    Ok(Json(answer))
+    Ok(Json(Recorded {
+        window,
+        recorded: rfc3339(at),
+    }))
 }
 
 pub async fn window(
     State(api): State<Api>,
     Path((provider, account, number)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Window>, ApiError> {
     // A `+` is awkward in a URL path, so the digits alone are accepted too.
-    let number = if number.starts_with('+') {
-        number
-    } else {
-        format!("+{number}")
-    };
+    let number = with_plus(&number);
     let contact = configured_contact(api.config(), &provider, &account, &number)
         .map_err(|problems| ApiError::invalid("cannot tell whose window that is", problems))?;
     let last = api
@@ -144,15 +147,15 @@ fn configured_contact(
 }
 
 /// `{"provider","account","contact","open","last_inbound","closes_at"}`.
-pub fn window_body(contact: &Contact, state: &WindowState) -> Value {
-    json!({
-        "provider": contact.provider,
-        "account": contact.account,
-        "contact": format!("+{}", contact.digits),
-        "open": state.open,
-        "last_inbound": state.last_inbound.map(rfc3339),
-        "closes_at": state.closes_at.map(rfc3339),
-    })
+pub fn window_body(contact: &Contact, state: &WindowState) -> Window {
+    Window {
+        provider: contact.provider.clone(),
+        account: contact.account.clone(),
+        contact: format!("+{}", contact.digits),
+        open: state.open,
+        last_inbound: state.last_inbound.map(rfc3339),
+        closes_at: state.closes_at.map(rfc3339),
+    }
 }
 
 pub fn store_unavailable(error: StoreError) -> ApiError {
@@ -164,6 +167,7 @@ pub fn store_unavailable(error: StoreError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn config() -> Config {
         let toml = "[providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"\n";

@@ -4,7 +4,8 @@
 //! window), and anyone with the token can ask whether a window is open.
 //!
 //! Owns: the HTTP surface — routes, authentication (bearer token for
-//! `/v1/*`, per-account secret for webhooks), request validation, the
+//! `/v1/*`, per-account secret for webhooks, Meta's signature and
+//! subscription handshake), request validation, the
 //! vendors' inbound callback formats, and how long a webhook is remembered.
 //! Must not touch: what a job is (herald-core), how it is published
 //! (herald-client) or how the window and webhook de-duplication are stored
@@ -17,6 +18,7 @@ pub mod hooks;
 mod inbound;
 mod messages;
 mod metrics;
+pub mod openapi;
 mod webhook;
 
 use std::future::Future;
@@ -34,7 +36,8 @@ use herald_client::{Topology, redact_url};
 use herald_core::{Config, Secret};
 use herald_store::Store;
 
-use auth::{WebhookSecrets, api_token};
+pub use auth::WebhookSecrets;
+pub use auth::secrets as check_secrets;
 use broker::Broker;
 use error::ApiError;
 
@@ -58,10 +61,9 @@ impl Api {
     /// Reads the secrets (a missing one stops the start, naming its key),
     /// connects to the broker (declaring the topology) and to Redis.
     pub async fn start(config: Config) -> anyhow::Result<Api> {
-        let token = api_token(&config.api)?;
-        let webhook_secrets = WebhookSecrets::from_config(&config)?;
+        let (token, webhook_secrets) = check_secrets(&config)?;
         // Installed before anything counts, so no count is lost.
-        metrics::handle();
+        metrics::install(&config);
         let broker = Broker::connect(&config.amqp.url, Topology::from_config(&config))
             .await
             .with_context(|| {
@@ -97,11 +99,16 @@ impl Api {
             ));
         Router::new()
             .merge(authenticated)
-            .route("/webhooks/{provider}/{account}", post(webhook::post))
+            .route(
+                "/webhooks/{provider}/{account}",
+                get(webhook::verify).post(webhook::post),
+            )
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(|| async { metrics::handle().render() }))
+            .route("/openapi.json", get(openapi::serve))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(metrics::track))
             .with_state(self.clone())
     }
 

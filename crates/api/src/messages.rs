@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
+use chrono::Utc;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -14,12 +15,13 @@ use herald_core::job::DEFAULT_ACCOUNT;
 use herald_core::{Config, Job, Problem};
 
 use crate::error::{self, ApiError};
+use crate::openapi::Accepted;
 use crate::{Api, metrics};
 
 pub async fn post(
     State(api): State<Api>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let body = error::body(body)?;
     let jobs = read_jobs(&body, api.config()).inspect_err(|_| metrics::jobs_refused("invalid"))?;
     if let Err(e) = api.broker().publish_all(&jobs).await {
@@ -34,8 +36,8 @@ pub async fn post(
         metrics::job_published(&job.provider);
     }
     info!(jobs = jobs.len(), "jobs published");
-    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
+    let ids = jobs.into_iter().map(|job| job.id).collect();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { ids })))
 }
 
 /// The jobs of a request body, or a `400` naming every problem of every
@@ -46,13 +48,17 @@ pub fn read_jobs(body: &[u8], config: &Config) -> Result<Vec<Job>, ApiError> {
     let mut jobs = Vec::with_capacity(count);
     let mut problems = Vec::new();
     let mut invalid = 0;
+    let now = Utc::now();
     for (index, value) in values.into_iter().enumerate() {
         let mut routing = routing_problems(&value, config);
         let found = match Job::from_value(value) {
-            Ok(job) if routing.is_empty() => {
-                jobs.push(job);
-                continue;
-            }
+            Ok(job) if routing.is_empty() => match job.check_sendable(now) {
+                Ok(()) => {
+                    jobs.push(job);
+                    continue;
+                }
+                Err(errors) => errors.problems,
+            },
             Ok(_) => routing,
             Err(errors) => {
                 // One problem per field: a malformed provider is not also "not configured".

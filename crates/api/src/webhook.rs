@@ -1,7 +1,10 @@
 //! `POST /webhooks/{provider}/{account}`: a vendor's inbound-message
-//! callback. Authenticated by the account's secret, read per vendor
-//! ([`crate::hooks`]), de-duplicated by vendor message id, recorded at the
-//! vendor's timestamp, and answered at once: vendors retry slow webhooks.
+//! callback. Authenticated by the account's secret (Meta's: by its signature
+//! of the raw body), read per vendor ([`crate::hooks`]), de-duplicated by
+//! vendor message id, recorded at the vendor's timestamp, and answered at
+//! once: vendors retry slow webhooks.
+//!
+//! `GET /webhooks/meta/{account}`: Meta's subscription handshake.
 
 use std::time::Duration;
 
@@ -9,7 +12,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
@@ -17,7 +20,7 @@ use tracing::{info, warn};
 use herald_core::protocol::rfc3339;
 use herald_store::{Contact, StoreError, inbound_time};
 
-use crate::auth::WEBHOOK_SECRET_HEADER;
+use crate::auth::{SIGNATURE_HEADER, WEBHOOK_SECRET_HEADER, WebhookKey, WebhookRefusal};
 use crate::error::{self, ApiError};
 use crate::hooks::{self, Callback};
 use crate::inbound::record;
@@ -27,6 +30,9 @@ use crate::{Api, metrics};
 /// retrying a webhook (Meta retries for up to 7 days).
 const REMEMBER_FOR: Duration = Duration::from_secs(8 * 24 * 3600);
 
+/// The provider whose callbacks are signed, not carrying a shared secret.
+const META: &str = "meta";
+
 pub async fn post(
     State(api): State<Api>,
     Path((provider, account)): Path<(String, String)>,
@@ -34,14 +40,13 @@ pub async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let presented = presented_secret(&headers, query.as_deref());
-    api.webhook_secrets()
-        .check(api.config(), &provider, &account, presented.as_deref())
-        .map_err(|refusal| {
+    let body = error::body(body)?;
+    authenticate(&api, &provider, &account, &headers, query.as_deref(), &body).map_err(
+        |refusal| {
             metrics::webhook(&provider, "unauthorized");
             refusal.into_error(&provider, &account)
-        })?;
-    let body = error::body(body)?;
+        },
+    )?;
     let callback = payload(&headers, &body)
         .and_then(|payload| {
             hooks::read(&provider, &payload).map_err(|problems| {
@@ -132,6 +137,107 @@ pub async fn post(
     ))
 }
 
+/// Meta signs each callback with the app secret; every other vendor's
+/// callback carries the account's shared secret.
+fn authenticate(
+    api: &Api,
+    provider: &str,
+    account: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<(), WebhookRefusal> {
+    let secrets = api.webhook_secrets();
+    if provider == META {
+        let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+        secrets.check_signature(api.config(), provider, account, signature, body)
+    } else {
+        let presented = presented_secret(headers, query);
+        secrets.check(
+            api.config(),
+            provider,
+            account,
+            WebhookKey::Shared,
+            presented.as_deref(),
+        )
+    }
+}
+
+/// `GET /webhooks/meta/{account}?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`:
+/// answers the challenge, as plain text, to the holder of the verify token.
+pub async fn verify(
+    State(api): State<Api>,
+    Path((provider, account)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<String, ApiError> {
+    if provider != META {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no webhook handshake for provider `{provider}` (only meta has one)"),
+        ));
+    }
+    let handshake = Handshake::parse(query.as_deref()).inspect_err(|_| {
+        metrics::webhook(&provider, "invalid");
+    })?;
+    api.webhook_secrets()
+        .check(
+            api.config(),
+            &provider,
+            &account,
+            WebhookKey::VerifyToken,
+            handshake.verify_token.as_deref(),
+        )
+        .map_err(|refusal| {
+            metrics::webhook(&provider, "unauthorized");
+            refusal.into_error(&provider, &account)
+        })?;
+    metrics::webhook(&provider, "verified");
+    info!(provider, account, "webhook subscription verified");
+    Ok(handshake.challenge)
+}
+
+/// Meta's subscription request.
+#[derive(Debug, PartialEq)]
+struct Handshake {
+    verify_token: Option<String>,
+    challenge: String,
+}
+
+impl Handshake {
+    /// `hub.mode` must be `subscribe` and `hub.challenge` present; the
+    /// token is checked by the caller.
+    fn parse(query: Option<&str>) -> Result<Handshake, ApiError> {
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let mut problems = Vec::new();
+        if param("hub.mode").as_deref() != Some("subscribe") {
+            problems.push(error::problem("hub.mode", "must be `subscribe`"));
+        }
+        let challenge = param("hub.challenge").filter(|c| !c.is_empty());
+        if challenge.is_none() {
+            problems.push(error::problem("hub.challenge", "missing"));
+        }
+        match challenge {
+            Some(challenge) if problems.is_empty() => Ok(Handshake {
+                verify_token: param("hub.verify_token"),
+                challenge,
+            }),
+            _ => Err(ApiError::invalid(
+                "not a Meta subscription request (hub.mode=subscribe&hub.verify_token=…&hub.challenge=…)",
+                problems,
+            )),
+        }
+    }
+}
+
 /// The secret from the header, else from `?secret=`.
 fn presented_secret(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(value) = headers.get(WEBHOOK_SECRET_HEADER) {
@@ -142,14 +248,23 @@ fn presented_secret(headers: &HeaderMap, query: Option<&str>) -> Option<String> 
         .map(|(_, value)| value.into_owned())
 }
 
-/// The callback as JSON; a form-encoded callback becomes an object of strings.
+/// The callback as JSON. A body that is JSON is read as JSON whatever its
+/// content type says (`curl -d` labels everything form-encoded); a
+/// form-encoded one becomes an object of strings; anything else is refused
+/// naming the content type it came with.
 fn payload(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let is_form = headers
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        return Ok(value);
+    }
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
-        return error::json_body(body);
+        .unwrap_or("none");
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return error::json_body(body).map_err(|e| ApiError {
+            error: format!("{} (content type: {content_type})", e.error),
+            ..e
+        });
     }
     let fields: Map<String, Value> = url::form_urlencoded::parse(body)
         .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
@@ -185,6 +300,25 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_needs_subscribe_and_a_challenge() {
+        let parsed = Handshake::parse(Some(
+            "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock",
+        ))
+        .unwrap();
+        assert_eq!(
+            parsed,
+            Handshake {
+                verify_token: Some("meatyhamhock".into()),
+                challenge: "1158201444".into(),
+            }
+        );
+        let error = Handshake::parse(Some("hub.mode=unsubscribe&hub.verify_token=x")).unwrap_err();
+        let fields: Vec<&Value> = error.problems.iter().map(|p| &p["field"]).collect();
+        assert_eq!(fields, [&json!("hub.mode"), &json!("hub.challenge")]);
+        assert!(Handshake::parse(None).is_err());
+    }
+
+    #[test]
     fn form_encoded_callbacks_are_read_as_objects_of_strings() {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -196,9 +330,23 @@ mod tests {
             payload,
             json!({"from": "919900000008", "created_at": "1613630227"})
         );
+        let error = super::payload(&HeaderMap::new(), b"from=1").unwrap_err();
         assert!(
-            super::payload(&HeaderMap::new(), b"from=1").is_err(),
-            "JSON unless said otherwise"
+            error.error.contains("content type: none"),
+            "{}",
+            error.error
         );
+    }
+
+    #[test]
+    fn a_json_callback_is_read_as_json_whatever_its_content_type() {
+        // What `curl -d '{…}'` sends.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let payload = payload(&headers, br#"{"hook": "new", "from": "972507654321"}"#).unwrap();
+        assert_eq!(payload, json!({"hook": "new", "from": "972507654321"}));
     }
 }

@@ -16,6 +16,8 @@ use tempfile::NamedTempFile;
 
 const TOKEN: &str = "test-token-7f3a";
 const HOOK_SECRET: &str = "hook-secret-91c2";
+const APP_SECRET: &str = "meta-app-secret-5d0e";
+const VERIFY_TOKEN: &str = "meta-verify-token-c3a8";
 const CONTACT: &str = "+254712345678";
 
 /// A running API on one test's vhost and prefix.
@@ -24,7 +26,7 @@ struct Running {
     base: String,
     http: reqwest::Client,
     // The secrets' files must outlive the start; kept for symmetry with the config.
-    _secrets: [NamedTempFile; 2],
+    _secrets: [NamedTempFile; 4],
 }
 
 fn secret_file(value: &str) -> NamedTempFile {
@@ -38,6 +40,8 @@ async fn start() -> Running {
     let token = secret_file(TOKEN);
     let hook = secret_file(HOOK_SECRET);
     let hook_path = hook.path().display().to_string();
+    let app_secret = secret_file(APP_SECRET);
+    let verify_token = secret_file(VERIFY_TOKEN);
     let toml = format!(
         r#"
 [amqp]
@@ -58,11 +62,17 @@ base_url = "https://whatsapp.replyherotech.com"
 webhook_secret_file = "{hook_path}"
 [providers.payhero.default]
 base_url = "https://backend.payhero.co.ke"
+[providers.meta.default]
+base_url = "https://graph.facebook.com"
+app_secret_file = "{app_secret}"
+verify_token_file = "{verify_token}"
 "#,
         amqp = env.amqp_url,
         redis = env.redis_url,
         prefix = env.prefix,
         token = token.path().display(),
+        app_secret = app_secret.path().display(),
+        verify_token = verify_token.path().display(),
     );
     let config = Config::from_toml_with_env(&toml, &[]).expect("valid configuration");
     let api = Api::start(config).await.expect("api starts");
@@ -73,7 +83,7 @@ base_url = "https://backend.payhero.co.ke"
         env,
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
-        _secrets: [token, hook],
+        _secrets: [token, hook, app_secret, verify_token],
     }
 }
 
@@ -99,6 +109,20 @@ impl Running {
             .post(self.url(&format!("/webhooks/{provider}/default")))
             .header("X-Herald-Webhook-Secret", HOOK_SECRET)
             .json(body);
+        answer(request).await
+    }
+
+    /// Posts `body` to meta/default as Meta would, with `signature` as its
+    /// `X-Hub-Signature-256` when given.
+    async fn meta_webhook(&self, body: &[u8], signature: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url("/webhooks/meta/default"))
+            .header("Content-Type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
         answer(request).await
     }
 
@@ -213,6 +237,43 @@ async fn a_batch_with_one_bad_job_is_refused_whole_naming_index_and_field() {
         "nothing published"
     );
     assert!(api.drain("herald.dead").await.is_empty());
+}
+
+#[tokio::test]
+async fn jobs_the_provider_cannot_send_or_already_expired_are_refused_by_field() {
+    let api = start().await;
+    let mut template = job("tpl-1");
+    template["provider"] = json!("payhero");
+    template["message"] = json!({"type": "template", "name": "order_update", "language": "en"});
+    let mut expired = job("late-1");
+    expired["expires_at"] = json!("2020-01-01T00:00:00Z");
+    let (status, body) = api
+        .post("/v1/messages", &json!({"jobs": [template, expired]}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let named: Vec<(i64, &str)> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["job"].as_i64().unwrap(), p["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(named, [(0, "message.type"), (1, "expires_at")], "{body}");
+    assert!(api.drain("herald.send.payhero").await.is_empty());
+    assert!(api.drain("herald.send.kaleyra").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_sent_as_curl_d_sends_it_is_read_as_json() {
+    let api = start().await;
+    let request = api
+        .http
+        .post(api.url("/webhooks/99digital/default"))
+        .header("X-Herald-Webhook-Secret", HOOK_SECRET)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(r#"{"hook": "new", "unique": "92E0", "from": "972507654321", "timestamp": "1600517209"}"#);
+    let (status, body) = answer(request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["recorded"][0]["contact"], "+972507654321", "{body}");
 }
 
 #[tokio::test]
@@ -481,4 +542,121 @@ async fn a_broker_that_cannot_take_the_jobs_gets_503_never_202() {
     let (status, body) = api.post("/v1/messages", &job("order-1")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["error"].as_str().unwrap().contains("broker"), "{body}");
+}
+
+/// `sha256=` and the HMAC-SHA256 of `body` with `secret`, as Meta signs.
+fn meta_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn meta_webhooks_are_let_in_only_with_a_signature_of_the_exact_body() {
+    let api = start().await;
+    let sent = ago(TimeDelta::hours(1));
+    // Meta's payload, compact as Meta sends it: the signature covers these bytes.
+    let body = callback(
+        "meta",
+        "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=",
+        sent,
+    )
+    .to_string()
+    .into_bytes();
+    let valid = meta_signature(APP_SECRET, &body);
+
+    let (status, refused) = api.meta_webhook(&body, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "missing: {refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("X-Hub-Signature-256"),
+        "{refused}"
+    );
+    let wrong = meta_signature("not-the-app-secret", &body);
+    let (status, _) = api.meta_webhook(&body, Some(&wrong)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "wrong secret");
+    let mut altered = body.clone();
+    let at = altered.iter().position(|b| *b == b'h').unwrap();
+    altered[at] = b'H';
+    let (status, _) = api.meta_webhook(&altered, Some(&valid)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "body altered after signing"
+    );
+    // Meta's accounts do not take the shared secret instead.
+    let (status, _) = answer(
+        api.http
+            .post(api.url("/webhooks/meta/default"))
+            .header("X-Herald-Webhook-Secret", APP_SECRET)
+            .body(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "shared secret");
+    assert_eq!(
+        api.window("meta").await["last_inbound"],
+        Value::Null,
+        "nothing recorded while refused"
+    );
+    assert!(!refused.to_string().contains(APP_SECRET));
+
+    let (status, accepted) = api.meta_webhook(&body, Some(&valid)).await;
+    assert_eq!(status, StatusCode::OK, "valid: {accepted}");
+    assert_eq!(api.window("meta").await["last_inbound"], rfc3339(sent));
+}
+
+#[tokio::test]
+async fn meta_status_callbacks_are_accepted_and_record_nothing() {
+    let api = start().await;
+    let statuses = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [
+            {"id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA", "status": "delivered",
+             "timestamp": "1750263773", "recipient_id": "254712345678"}
+        ]}}]}]})
+    .to_string()
+    .into_bytes();
+    let (status, body) = api
+        .meta_webhook(&statuses, Some(&meta_signature(APP_SECRET, &statuses)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["recorded"], json!([]), "{body}");
+    assert_eq!(api.window("meta").await["last_inbound"], Value::Null);
+}
+
+#[tokio::test]
+async fn meta_subscription_handshake_answers_the_challenge_to_the_verify_token() {
+    let api = start().await;
+    let handshake = |token: &str, mode: &str| {
+        api.http.get(api.url(&format!(
+            "/webhooks/meta/default?hub.mode={mode}&hub.challenge=1158201444&hub.verify_token={token}"
+        )))
+    };
+    let response = handshake(VERIFY_TOKEN, "subscribe").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "1158201444");
+
+    let (status, body) = answer(handshake("guess", "subscribe")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.to_string().contains(VERIFY_TOKEN));
+    let (status, body) = answer(handshake(VERIFY_TOKEN, "unsubscribe")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["problems"][0]["field"], "hub.mode");
+
+    let (status, _) = answer(api.http.get(
+        api.url("/webhooks/meta/other?hub.mode=subscribe&hub.challenge=1&hub.verify_token=x"),
+    ))
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an account that is not configured"
+    );
+    let (status, _) = answer(api.http.get(
+        api.url("/webhooks/kaleyra/default?hub.mode=subscribe&hub.challenge=1&hub.verify_token=x"),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "only meta has a handshake");
 }

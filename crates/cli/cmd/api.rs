@@ -21,6 +21,8 @@ use tracing::info;
       {"open","last_inbound","closes_at"}
   POST /webhooks/<provider>/<account>
       the vendor's own inbound-message callback (Meta-style, 99digital, Kaleyra)
+  GET  /webhooks/meta/<account>
+      Meta's subscription handshake: hub.challenge back to the verify token
   GET  /healthz, /metrics
 
 Authentication:
@@ -28,7 +30,10 @@ Authentication:
   or api.token_file (the API does not start without one). A webhook carries its
   account's secret (webhook_secret_env or webhook_secret_file in
   [providers.<provider>.<account>]) as header X-Herald-Webhook-Secret or query
-  ?secret=; an account without one refuses webhooks.
+  ?secret=; an account without one refuses webhooks. Meta's callbacks instead
+  carry X-Hub-Signature-256, checked against the raw body with the account's
+  app_secret_env / app_secret_file; its handshake needs verify_token_env /
+  verify_token_file.
 
 Examples:
   HERALD_API_TOKEN=s3cret herald --config herald.toml api --listen 127.0.0.1:8080

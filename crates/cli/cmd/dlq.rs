@@ -5,13 +5,15 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 
 use herald_core::DeadReason;
+
+use super::Exit;
 use herald_dlq::{
     DeadLetter, ExportFile, Filter, ImportTarget, Progress, Rate, ReplayOptions, Selection,
     parse_instant,
@@ -20,6 +22,9 @@ use herald_dlq::{
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Counts by provider and by reason, oldest and newest death.
+    #[command(after_help = "Examples:
+  herald dlq stats
+  herald dlq stats --provider kaleyra --since 24h --json")]
     Stats {
         #[command(flatten)]
         filters: Filters,
@@ -28,26 +33,39 @@ pub enum Command {
         json: bool,
     },
     /// List dead letters without consuming them (they stay in place).
+    #[command(after_help = "Examples:
+  herald dlq list
+  herald dlq list --reason window_closed --since 7d --limit 20 --json")]
     List {
         #[command(flatten)]
         filters: Filters,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Show dead letters in full: the job, every Herald header, the vendor's
     /// answer and broker-side deaths. Nothing is consumed.
+    #[command(after_help = "Examples:
+  herald dlq show order-1234-shipped
+  herald dlq show --reason rejected_by_vendor --limit 1 --json
+
+Exit status 3 when no dead letter matches.")]
     Show {
         /// The job id (same as --id).
         #[arg(value_name = "JOB_ID")]
         job_id: Option<String>,
         #[command(flatten)]
         filters: Filters,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Republish dead letters to herald.send with their routing key and body,
     /// in one pass over the queue; each is removed only after the broker
     /// confirmed its republish.
+    #[command(after_help = "Examples:
+  herald dlq replay --reason window_closed --dry-run
+  herald dlq replay --provider kaleyra --since 2h --rate 50/s")]
     Replay {
         #[command(flatten)]
         filters: Filters,
@@ -57,10 +75,14 @@ pub enum Command {
         /// At most this many per second (`50/s`, `600/m`).
         #[arg(long, value_parser = Rate::parse)]
         rate: Option<Rate>,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Remove dead letters (asks first unless --yes).
+    #[command(after_help = "Examples:
+  herald dlq purge --reason invalid_job --dry-run
+  herald dlq purge --reason invalid_job --until 30d --yes --export purged.jsonl")]
     Purge {
         #[command(flatten)]
         filters: Filters,
@@ -73,25 +95,41 @@ pub enum Command {
         /// Write what is removed to this new file (JSON lines) first.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Write dead letters to a new JSON-lines file, leaving them in place.
+    #[command(after_help = "Examples:
+  herald dlq export dead.jsonl
+  herald dlq export kaleyra-week.jsonl --provider kaleyra --since 7d
+
+One letter a line: {\"routing_key\", \"properties\", \"headers\", \"job\"}, plain JSON
+(headers as JSON values, x-herald-vendor-response an object when the vendor
+answered JSON); `herald dlq import` reads it and older exports alike.")]
     Export {
+        /// The file to create; an existing file is never overwritten.
         #[arg(value_name = "FILE")]
         file: PathBuf,
         #[command(flatten)]
         filters: Filters,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Publish an export file back into herald.dead, or with --to-send
     /// straight to herald.send as a replay.
+    #[command(after_help = "Examples:
+  herald dlq import dead.jsonl
+  herald dlq import kaleyra-week.jsonl --to-send")]
     Import {
+        /// A file written by `herald dlq export` or `purge --export`.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Republish to herald.send (a replay) instead of herald.dead.
         #[arg(long)]
         to_send: bool,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -126,7 +164,7 @@ impl Filters {
         let instant = |flag: &str, text: Option<String>| {
             text.map(|t| parse_instant(&t, now))
                 .transpose()
-                .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+                .map_err(|e| super::fail(Exit::Rejected, format!("--{flag}: {e}")))
         };
         Ok(Selection {
             filter: Filter {
@@ -143,14 +181,7 @@ impl Filters {
 
 pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config)?;
-    let connection = herald_client::connect(&config.amqp.url, "dlq")
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to {}",
-                herald_client::redact_url(&config.amqp.url)
-            )
-        })?;
+    let connection = super::broker(&config, "dlq").await?;
     match command {
         Command::Stats { filters, json } => {
             let stats = herald_dlq::stats(&connection, &filters.selection()?).await?;
@@ -184,6 +215,9 @@ pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<Exit
                 let texts: Vec<String> = letters.iter().map(detail_text).collect();
                 print!("{}", texts.join("\n"));
             }
+            if letters.is_empty() {
+                return Ok(Exit::NotFound.code());
+            }
         }
         Command::Replay {
             filters,
@@ -208,7 +242,7 @@ pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<Exit
                 ),
             )?;
             if report.failed > 0 {
-                return Ok(ExitCode::FAILURE);
+                return Ok(Exit::Failed.code());
             }
         }
         Command::Purge {

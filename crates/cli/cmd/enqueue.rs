@@ -8,15 +8,16 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use herald_client::bulk::{self, DEFAULT_IN_FLIGHT, Missing, Report, Row};
-use herald_client::{Publisher, connect, redact_url};
+use herald_client::{Publisher, redact_url};
 use herald_core::protocol::SEND_EXCHANGE;
 use herald_core::{Config, Job, MediaKind, Message};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use super::Exit;
 
 const HELP: &str = "\
 Examples:
@@ -48,8 +49,16 @@ stderr as `line N: field: problem`, every problem of the row, and are never
 published. A job counts as published only once the broker has confirmed it;
 nacked or unroutable jobs are reported as failed.
 
-Exit status: 0 every row published (with --dry-run: valid); 1 some rows were
-rejected or failed; 2 usage or configuration error.";
+A job its provider cannot send (a template to pingup, say) or whose
+--expires-at has passed is rejected the same way: it could only be
+dead-lettered.
+
+With a file, a progress bar on a terminal shows rows done of the file's total,
+with percentage, rate and time left.
+
+Exit status: 0 every row published (with --dry-run: valid); 1 some valid rows
+failed to publish; 2 usage or configuration error, or some rows rejected;
+4 the broker is unavailable (nothing published).";
 
 /// Flags that describe a job, which a JSON-lines input must not mix with.
 const JOB_FLAGS: &[&str] = &[
@@ -121,7 +130,7 @@ struct JobFlags {
     /// The job's idempotency key.
     #[arg(long, help_heading = "Job")]
     id: Option<String>,
-    /// payhero, pingup, kaleyra, 99digital or replyhero.
+    /// payhero, pingup, kaleyra, 99digital, replyhero or meta.
     #[arg(long, help_heading = "Job")]
     provider: Option<String>,
     /// Which configured credentials of the provider [default: default].
@@ -201,20 +210,18 @@ struct MessageFlags {
 pub async fn run(args: Args, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = match super::load_config(config) {
         Ok(config) => config,
-        Err(e) => return usage_error(format!("{e:#}")),
+        Err(e) => return usage_error(super::error_text(&e)),
     };
     let rows = match rows(&args) {
         Ok(rows) => rows,
         Err(problem) => return usage_error(problem),
     };
-    let progress = progress_bar(args.json);
+    let progress = progress_bar(args.json, input_rows(&args));
     let show = |report: &Report| show_progress(&progress, report);
     let report = if args.dry_run {
         bulk::check(rows, show)
     } else {
-        let connection = connect(&config.amqp.url, "enqueue")
-            .await
-            .with_context(|| format!("cannot connect to {}", redact_url(&config.amqp.url)))?;
+        let connection = super::broker(&config, "enqueue").await?;
         let provider = args.job.provider.as_deref();
         let missing = bulk::missing_topology(&connection, provider).await?;
         check_topology(missing, &config, provider)?;
@@ -225,16 +232,41 @@ pub async fn run(args: Args, config: Option<&Path>) -> anyhow::Result<ExitCode> 
     };
     progress.finish_and_clear();
     print_report(&report, args.dry_run, args.json)?;
-    Ok(if report.all_good(args.dry_run) {
-        ExitCode::SUCCESS
+    Ok(exit(&report, args.dry_run).code())
+}
+
+/// Rejected rows are the input's fault; failed publishes are not.
+fn exit(report: &Report, dry_run: bool) -> Exit {
+    if !report.rejected.is_empty() {
+        Exit::Rejected
+    } else if report.all_good(dry_run) {
+        Exit::Ok
     } else {
-        ExitCode::from(1)
-    })
+        Exit::Failed
+    }
 }
 
 fn usage_error(problem: String) -> anyhow::Result<ExitCode> {
     eprintln!("herald enqueue: {problem}\n(see `herald enqueue --help`)");
-    Ok(ExitCode::from(2))
+    Ok(Exit::Rejected.code())
+}
+
+/// How many rows the input file holds, when it is a file: one quick pass,
+/// so the progress bar can show a percentage and time left. Standard input
+/// is not counted (it can be read only once).
+fn input_rows(args: &Args) -> Option<u64> {
+    let is_file = |path: &&PathBuf| path.as_path() != Path::new("-");
+    if let Some(path) = args.jsonl.as_ref().filter(is_file) {
+        let lines = BufReader::new(File::open(path).ok()?).lines();
+        return Some(
+            lines
+                .map_while(Result::ok)
+                .filter(|l| !l.trim().is_empty())
+                .count() as u64,
+        );
+    }
+    let path = args.csv.as_ref().filter(is_file)?;
+    Some(csv::Reader::from_path(path).ok()?.records().count() as u64)
 }
 
 type Rows = Box<dyn Iterator<Item = io::Result<Row>>>;
@@ -360,10 +392,13 @@ fn check_topology(
 ) -> anyhow::Result<()> {
     match missing {
         None => Ok(()),
-        Some(Missing::SendExchange) => anyhow::bail!(
-            "exchange {SEND_EXCHANGE} does not exist on {}: run `herald topology declare`",
-            redact_url(&config.amqp.url)
-        ),
+        Some(Missing::SendExchange) => Err(super::fail(
+            Exit::NotFound,
+            format!(
+                "exchange {SEND_EXCHANGE} does not exist on {}: run `herald topology declare`",
+                redact_url(&config.amqp.url)
+            ),
+        )),
         Some(Missing::ProviderQueue(queue)) => {
             eprintln!(
                 "herald enqueue: warning: queue {queue} does not exist, so these jobs will be \
@@ -375,11 +410,35 @@ fn check_topology(
     }
 }
 
-fn progress_bar(json: bool) -> ProgressBar {
-    // Rows stream in (stdin, large files): a count and a rate, no percentage.
-    let style = ProgressStyle::with_template("{spinner} {pos} rows ({per_sec}) {msg} [{elapsed}]")
-        .expect("valid template");
-    super::progress_bar(json, style)
+fn progress_bar(json: bool, total: Option<u64>) -> ProgressBar {
+    let bar = super::progress_bar(json, progress_style(total.is_some()));
+    if let Some(total) = total {
+        bar.set_length(total);
+    }
+    bar
+}
+
+/// With a known total: a bar, count, percentage, rate and time left; rows
+/// streamed from stdin: a count and a rate. Rates are whole rows a second.
+fn progress_style(known_total: bool) -> ProgressStyle {
+    let template = if known_total {
+        "[{bar:30}] {pos}/{len} rows ({percent}%) {rate} eta {eta} {msg}"
+    } else {
+        "{spinner} {pos} rows {rate} {msg} [{elapsed}]"
+    };
+    ProgressStyle::with_template(template)
+        .expect("valid template")
+        .progress_chars("=> ")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&whole_rate(state.per_sec()));
+            },
+        )
+}
+
+fn whole_rate(per_second: f64) -> String {
+    format!("{per_second:.0}/s")
 }
 
 fn show_progress(bar: &ProgressBar, report: &Report) {
@@ -437,7 +496,7 @@ fn summary(report: &Report, dry_run: bool) -> String {
     let rejected = report.rejected.len();
     if dry_run {
         return format!(
-            "dry run: {} valid, {rejected} rejected; nothing published",
+            "dry run: would publish {}, rejected {rejected}; nothing published",
             report.valid
         );
     }
@@ -665,5 +724,33 @@ mod tests {
             summary(&report, false),
             "published 0 (confirmed by the broker), rejected 1, failed 1"
         );
+        assert_eq!(
+            summary(&report, true),
+            "dry run: would publish 1, rejected 1; nothing published"
+        );
+        assert_eq!(exit(&report, false), Exit::Rejected);
+    }
+
+    #[test]
+    fn progress_shows_percentage_rate_and_eta_for_files_and_whole_rates() {
+        assert_eq!(whole_rate(1234.5678), "1235/s");
+        assert_eq!(whole_rate(0.4), "0/s");
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("rows.csv");
+        std::fs::write(&csv, "to,name\n+254712345678,\"a\nb\"\n+254712345679,b\n").unwrap();
+        let args = parse(&[
+            "--csv",
+            csv.to_str().unwrap(),
+            "--batch-id",
+            "b",
+            "--provider",
+            "kaleyra",
+            "--text",
+            "hi",
+        ])
+        .unwrap();
+        assert_eq!(input_rows(&args), Some(2), "records, not lines");
+        let stdin = parse(&["--jsonl", "-"]).unwrap();
+        assert_eq!(input_rows(&stdin), None);
     }
 }

@@ -13,7 +13,7 @@ use tracing::info;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "See --help for the paths served, the control endpoint and an example configuration.",
+    after_help = format!("{EXAMPLES}\nSee --help for the paths served, the control endpoint and an example configuration."),
     after_long_help = long_help()
 )]
 pub struct Args {
@@ -46,7 +46,7 @@ pub struct Args {
     retry_after: u64,
 
     /// Fraction refused with the vendor's own permanent error (Kaleyra
-    /// E13009, PayHero "didn't find a session", 99digital FAIL, …).
+    /// E13009, PayHero "didn't find a session", 99digital FAIL, Meta 131026, …).
     #[arg(long, value_parser = fraction, default_value_t = 0.0, value_name = "FRACTION")]
     permanent_rate: f64,
 
@@ -108,10 +108,16 @@ fn fraction(text: &str) -> Result<f64, String> {
     }
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  herald mock-vendor --listen 127.0.0.1:9900 --latency 20ms --error-rate 0.05
+  curl localhost:9900/_mock/stats
+";
+
 /// The paths come from the mock's own table, so the help cannot drift.
 fn long_help() -> String {
-    let mut help = String::from(
-        "Paths served (all POST; any non-empty credential is accepted, none is checked):\n",
+    let mut help = format!(
+        "{EXAMPLES}\nPaths served (all POST; any non-empty credential is accepted, none is checked):\n"
     );
     for e in endpoints() {
         let auth = e.provider().auth().to_string();
@@ -164,6 +170,11 @@ e.g. KALEYRA_API_KEY=mock):
   base_url = "http://127.0.0.1:9900"
   session = "mock"
   basic_token_env = "PAYHERO_BASIC_TOKEN"
+
+  [providers.meta.default]
+  base_url = "http://127.0.0.1:9900"
+  phone_number_id = "106540352242922"
+  access_token_env = "META_ACCESS_TOKEN"
 "#;
 
 #[cfg(test)]

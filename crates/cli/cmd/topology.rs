@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use herald_client::{QueueStatus, Topology, connect, redact_url};
+use herald_client::{QueueStatus, Topology, redact_url};
+
+use super::Exit;
 use herald_core::protocol::{DEAD_EXCHANGE, DELAY_EXCHANGE, EVENTS_EXCHANGE, SEND_EXCHANGE};
 use serde::Serialize;
 
@@ -25,16 +27,34 @@ Examples:
   herald topology status
   herald topology status --json | jq '.[] | select(.messages > 0)'
 
-Fails when a queue does not exist yet: run `herald topology declare` first.";
+Every queue is listed; one that does not exist is marked `missing` (run
+`herald topology declare`), and the exit status is then 3 (not found).";
+
+const DELETE_HELP: &str = "\
+Example:
+  herald topology delete --yes
+
+Deletes every queue and exchange `declare` makes, with the jobs and dead
+letters in them: for tearing down a local or test set-up (`deploy/local.sh
+--down`), never a production one.";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Declare every exchange and queue of the contract (idempotent).
     #[command(after_help = DECLARE_HELP)]
     Declare(Options),
-    /// Print depth and consumers per queue.
+    /// Print depth and consumers per queue, missing ones marked.
     #[command(after_help = STATUS_HELP)]
     Status(Options),
+    /// Delete every exchange and queue of the contract, with their messages.
+    #[command(after_help = DELETE_HELP)]
+    Delete {
+        #[command(flatten)]
+        options: Options,
+        /// Required: what the queues hold is lost.
+        #[arg(long, required = true)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,23 +80,18 @@ struct Declared<'a> {
 
 pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let options = match &command {
-        Command::Declare(options) | Command::Status(options) => options,
-    };
-    let config = match super::load_config(config) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("herald: {e:#}");
-            return Ok(ExitCode::from(2));
+        Command::Declare(options) | Command::Status(options) | Command::Delete { options, .. } => {
+            options
         }
     };
+    let config = super::load_config(config)?;
     let topology = with_providers(Topology::from_config(&config), &options.providers);
     let broker = redact_url(&config.amqp.url);
-    let connection = connect(&config.amqp.url, "topology")
-        .await
-        .with_context(|| format!("cannot connect to {broker}"))?;
-    let channel = connection.create_channel().await?;
+    let connection = super::broker(&config, "topology").await?;
+    let mut exit = Exit::Ok;
     match command {
         Command::Declare(options) => {
+            let channel = connection.create_channel().await?;
             topology
                 .declare(&channel)
                 .await
@@ -84,14 +99,31 @@ pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<Exit
             print_declared(&declared(&topology, broker), options.json)?;
         }
         Command::Status(options) => {
-            let statuses = topology.status(&channel).await.with_context(|| {
-                format!("reading queues on {broker} (has `herald topology declare` run there?)")
-            })?;
+            let statuses = topology
+                .status(&connection)
+                .await
+                .with_context(|| format!("reading queues on {broker}"))?;
             print_status(&statuses, options.json)?;
+            if statuses.iter().any(|s| !s.exists) {
+                eprintln!("some queues are missing: run `herald topology declare`");
+                exit = Exit::NotFound;
+            }
+        }
+        Command::Delete { options, .. } => {
+            let channel = connection.create_channel().await?;
+            topology
+                .delete(&channel)
+                .await
+                .with_context(|| format!("deleting the topology on {broker}"))?;
+            if options.json {
+                println!("{}", serde_json::json!({ "deleted": topology.queues() }));
+            } else {
+                println!("deleted on {broker}: {}", topology.queues().join(", "));
+            }
         }
     }
     connection.close(200, "done".into()).await.ok();
-    Ok(ExitCode::SUCCESS)
+    Ok(exit.code())
 }
 
 /// The configured topology plus the extra providers, each queue once.
@@ -166,10 +198,11 @@ fn status_table(statuses: &[QueueStatus]) -> String {
         "QUEUE", "MESSAGES", "CONSUMERS"
     );
     for s in statuses {
-        table.push_str(&format!(
-            "{:<width$}  {:>10}  {:>9}\n",
-            s.queue, s.messages, s.consumers
-        ));
+        let row = match (s.messages, s.consumers) {
+            (Some(messages), Some(consumers)) => format!("{messages:>10}  {consumers:>9}"),
+            _ => format!("{:>10}  {:>9}", "missing", "-"),
+        };
+        table.push_str(&format!("{:<width$}  {row}\n", s.queue));
     }
     table
 }
@@ -206,14 +239,25 @@ mod tests {
 
     #[test]
     fn the_status_table_aligns_columns() {
-        let statuses = [QueueStatus {
-            queue: "herald.send.kaleyra".into(),
-            messages: 12,
-            consumers: 2,
-        }];
+        let statuses = [
+            QueueStatus {
+                queue: "herald.send.kaleyra".into(),
+                exists: true,
+                messages: Some(12),
+                consumers: Some(2),
+            },
+            QueueStatus {
+                queue: "herald.dead".into(),
+                exists: false,
+                messages: None,
+                consumers: None,
+            },
+        ];
         assert_eq!(
             status_table(&statuses),
-            "QUEUE                  MESSAGES  CONSUMERS\nherald.send.kaleyra          12          2\n"
+            "QUEUE                  MESSAGES  CONSUMERS\n\
+             herald.send.kaleyra          12          2\n\
+             herald.dead             missing          -\n"
         );
     }
 

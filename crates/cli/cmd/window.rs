@@ -4,23 +4,31 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use herald_core::Config;
 use herald_core::protocol::rfc3339;
 use herald_store::{Contact, Store, WindowState};
+
+use super::{Exit, OrExit};
 use serde_json::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum InboundCommand {
     /// Record a customer's inbound message: opens or refreshes the window.
     /// A message older than the one already recorded changes nothing.
+    #[command(after_help = "Examples:
+  herald inbound record --provider kaleyra --contact +254712345678
+  herald inbound record --provider kaleyra --contact +254712345678 --at 2026-11-21T10:00:00Z --json")]
     Record(RecordArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WindowCommand {
     /// Show whether the window to a contact is open.
+    #[command(after_help = "Examples:
+  herald window show --provider kaleyra --contact +254712345678
+  herald window show --provider kaleyra --account default --contact 254712345678 --json")]
     Show(ShowArgs),
 }
 
@@ -33,7 +41,7 @@ pub struct ContactArgs {
     /// The provider account.
     #[arg(long, default_value = "default")]
     account: String,
-    /// The customer, in E.164 (`+` then 8–15 digits).
+    /// The customer, in E.164 (`+` then 8–15 digits); the `+` may be left out.
     #[arg(long, value_parser = e164)]
     contact: String,
 }
@@ -60,9 +68,11 @@ pub struct ShowArgs {
     json: bool,
 }
 
+/// The contact as E.164, given with or without its `+` (like the API's path).
 fn e164(value: &str) -> Result<String, String> {
-    if herald_core::job::is_e164(value) {
-        Ok(value.to_owned())
+    let number = herald_core::job::with_plus(value);
+    if herald_core::job::is_e164(&number) {
+        Ok(number)
     } else {
         Err(format!("{value:?} is not E.164 (`+` then 8–15 digits)"))
     }
@@ -130,13 +140,13 @@ pub async fn run_window(command: WindowCommand, config: Option<&Path>) -> anyhow
 /// for an account that does not exist is a typo nobody would notice.
 fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Contact> {
     if config.account(&who.provider, &who.account).is_none() {
-        bail!(
-            "no account `{}` of provider `{}` in the configuration (expected [providers.{}.{}])",
-            who.account,
-            who.provider,
-            who.provider,
-            who.account
-        );
+        return Err(super::fail(
+            Exit::Rejected,
+            format!(
+                "no account `{}` of provider `{}` in the configuration (expected [providers.{}.{}])",
+                who.account, who.provider, who.provider, who.account
+            ),
+        ));
     }
     Ok(Contact {
         provider: who.provider.clone(),
@@ -148,7 +158,9 @@ fn configured_contact(config: &Config, who: &ContactArgs) -> anyhow::Result<Cont
 async fn connect(config: &Config) -> anyhow::Result<Store> {
     Store::connect(&config.redis.url, &config.redis.prefix)
         .await
-        .context("cannot reach Redis (configuration key redis.url)")
+        .or_exit(Exit::Unavailable, || {
+            "cannot reach Redis (configuration key redis.url)".into()
+        })
 }
 
 /// The shape of `GET /v1/window/…`, plus whose window it is.
@@ -199,7 +211,12 @@ mod tests {
     #[test]
     fn a_contact_must_be_e164() {
         assert_eq!(e164("+254712345678").as_deref(), Ok("+254712345678"));
-        for bad in ["254712345678", "+2547", "+25471234567a", ""] {
+        assert_eq!(
+            e164("254712345678").as_deref(),
+            Ok("+254712345678"),
+            "the + may be left out, as in the API's path"
+        );
+        for bad in ["2547", "+2547", "+25471234567a", "", "++254712345678"] {
             let problem = e164(bad).unwrap_err();
             assert!(problem.contains("not E.164"), "{bad}: {problem}");
         }

@@ -7,8 +7,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use lapin::{Confirmation, PublisherConfirm};
 
-use herald_core::Job;
 use herald_core::protocol::SEND_EXCHANGE;
+use herald_core::{Job, JobErrors};
 
 /// Why a publish did not succeed. None of these means "maybe published":
 /// the caller must keep (not ack) whatever it was forwarding.
@@ -23,6 +23,9 @@ pub enum PublishError {
         exchange: String,
         routing_key: String,
     },
+    /// A job the worker could only dead-letter; nothing was published.
+    #[error("refused, not published: {0}")]
+    Refused(JobErrors),
 }
 
 /// One message to publish.
@@ -147,7 +150,11 @@ impl Publisher {
 
     /// Publishes a job to `herald.send` the way CONTRACT §1 says producers
     /// should: routing key = provider, persistent, `message_id` = job id.
+    /// A job its provider cannot send, or already expired, is
+    /// [`PublishError::Refused`] ([`Job::check_sendable`]).
     pub async fn start_job(&self, job: &Job) -> Result<PendingConfirm, PublishError> {
+        job.check_sendable(chrono::Utc::now())
+            .map_err(PublishError::Refused)?;
         let body = job.to_body();
         self.start(job_message(job, &body)).await
     }
@@ -162,9 +169,19 @@ impl Publisher {
     }
 }
 
-/// The message a job is published as.
+/// The message a job is published as. Its `timestamp` (Unix seconds) is
+/// when the producer published it: the worker measures end-to-end latency
+/// from it.
 pub fn job_message<'a>(job: &'a Job, body: &'a [u8]) -> Outgoing<'a> {
-    Outgoing::json(SEND_EXCHANGE, &job.provider, body).with_message_id(&job.id)
+    let mut message = Outgoing::json(SEND_EXCHANGE, &job.provider, body).with_message_id(&job.id);
+    message.properties = message.properties.with_timestamp(unix_now());
+    message
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// `headers` minus the named ones (a new copy of a message drops the

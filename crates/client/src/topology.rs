@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use serde::Serialize;
 
 use herald_core::Config;
@@ -28,12 +29,13 @@ pub struct Topology {
     pub delivery_limit: u32,
 }
 
-/// One queue's depth and consumers.
-#[derive(Debug, Clone, Serialize)]
+/// One queue's depth and consumers; both `None` when the queue does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueStatus {
     pub queue: String,
-    pub messages: u32,
-    pub consumers: u32,
+    pub exists: bool,
+    pub messages: Option<u32>,
+    pub consumers: Option<u32>,
 }
 
 impl Topology {
@@ -156,8 +158,32 @@ impl Topology {
         args
     }
 
-    /// Depth and consumers of every queue, read with passive declarations.
-    pub async fn status(&self, channel: &Channel) -> Result<Vec<QueueStatus>, lapin::Error> {
+    /// Deletes every queue and exchange [`Topology::declare`] makes, with
+    /// whatever they hold: for tearing down a local or test set-up only.
+    /// What does not exist is skipped.
+    pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for queue in self.queues() {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await?;
+        }
+        for exchange in [
+            SEND_EXCHANGE,
+            DELAY_EXCHANGE,
+            DEAD_EXCHANGE,
+            EVENTS_EXCHANGE,
+        ] {
+            channel
+                .exchange_delete(exchange.into(), Default::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Depth and consumers of every queue, read with passive declarations;
+    /// a missing queue is reported as such and the others still are.
+    pub async fn status(&self, connection: &Connection) -> Result<Vec<QueueStatus>, lapin::Error> {
+        let mut channel = connection.create_channel().await?;
         let mut statuses = Vec::new();
         for queue in self.queues() {
             let passive = QueueDeclareOptions {
@@ -166,15 +192,39 @@ impl Topology {
             };
             let declared = channel
                 .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                .await?;
-            statuses.push(QueueStatus {
-                queue,
-                messages: declared.message_count(),
-                consumers: declared.consumer_count(),
+                .await;
+            statuses.push(match declared {
+                Ok(declared) => QueueStatus {
+                    queue,
+                    exists: true,
+                    messages: Some(declared.message_count()),
+                    consumers: Some(declared.consumer_count()),
+                },
+                Err(e) if is_not_found(&e) => {
+                    // The broker closes a channel that asked for a missing queue.
+                    channel = connection.create_channel().await?;
+                    QueueStatus {
+                        queue,
+                        exists: false,
+                        messages: None,
+                        consumers: None,
+                    }
+                }
+                Err(e) => return Err(e),
             });
         }
+        channel.close(200, "status read".into()).await.ok();
         Ok(statuses)
     }
+}
+
+/// The broker's answer to a passive declaration of a queue that does not exist.
+pub fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(e)
+            if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+    )
 }
 
 /// A delay tier holds each copy for exactly its TTL (queue-level, since

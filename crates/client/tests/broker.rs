@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_client::{JobBuilder, Publisher, Topology, connect};
+use herald_client::{JobBuilder, PublishError, Publisher, Topology, connect};
 use herald_core::Job;
 use herald_testkit::TestEnv;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions};
@@ -53,9 +53,63 @@ async fn declaring_twice_gives_the_contract_topology() {
     );
     assert!(dead["arguments"].get("x-dead-letter-exchange").is_none());
 
-    let statuses = topology().status(&channel).await.unwrap();
+    let statuses = topology().status(&conn).await.unwrap();
     let names: Vec<_> = statuses.iter().map(|s| s.queue.as_str()).collect();
     assert_eq!(names, topology().queues());
+}
+
+#[tokio::test]
+async fn status_marks_a_missing_queue_and_still_reports_the_others() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology().declare(&channel).await.unwrap();
+    channel
+        .queue_delete("herald.delay.1s".into(), Default::default())
+        .await
+        .unwrap();
+
+    let statuses = topology().status(&conn).await.unwrap();
+    let missing: Vec<_> = statuses.iter().filter(|s| !s.exists).collect();
+    assert_eq!(missing.len(), 1, "{statuses:?}");
+    assert_eq!(missing[0].queue, "herald.delay.1s");
+    assert_eq!(missing[0].messages, None);
+    let dead = statuses.iter().find(|s| s.queue == "herald.dead").unwrap();
+    assert_eq!(
+        (dead.exists, dead.messages),
+        (true, Some(0)),
+        "read after the missing one"
+    );
+}
+
+#[tokio::test]
+async fn the_client_refuses_a_job_its_provider_cannot_send_or_already_expired() {
+    let env = TestEnv::new().await;
+    let conn = connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology().declare(&channel).await.unwrap();
+    let publisher = Publisher::new(&conn).await.unwrap();
+
+    let template = JobBuilder::template(
+        "t-1",
+        "pingup",
+        "+254712345678",
+        "order_update",
+        "en",
+        vec![],
+    )
+    .build()
+    .unwrap();
+    let expired = JobBuilder::text("x-1", "kaleyra", "+254712345678", "hi")
+        .expires_at(chrono::Utc::now() - chrono::TimeDelta::seconds(1))
+        .build()
+        .unwrap();
+    for (job, field) in [(template, "message.type"), (expired, "expires_at")] {
+        match publisher.publish_job(&job).await {
+            Err(PublishError::Refused(errors)) => assert!(errors.mentions(field), "{errors}"),
+            other => panic!("{} should be refused naming {field}: {other:?}", job.id),
+        }
+    }
 }
 
 #[tokio::test]
@@ -115,6 +169,15 @@ async fn published_jobs_are_confirmed_and_read_back_from_the_provider_queue() {
             Some(job.id.as_str())
         );
         assert_eq!(*delivery.properties.delivery_mode(), Some(2));
+        let published_at = delivery
+            .properties
+            .timestamp()
+            .expect("the producer's timestamp");
+        let now = chrono::Utc::now().timestamp() as u64;
+        assert!(
+            published_at <= now && now - published_at < 60,
+            "timestamp {published_at} is when it was published (now {now})"
+        );
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
 }

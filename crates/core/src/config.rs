@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 /// Reserved `HERALD_*` variables that are not configuration overrides.
 const NOT_OVERRIDES: &[&str] = &["HERALD_CONFIG", "HERALD_LOG_FORMAT"];
+/// The test harness's variables (`HERALD_TEST_AMQP_URL` …), which the
+/// `herald` processes tests start inherit.
+const TEST_VARIABLES: &str = "HERALD_TEST_";
 
 /// Keys that `HERALD_<SECTION>_<KEY>` may override, by section.
 const OVERRIDABLE: &[(&str, &[&str])] = &[
@@ -224,6 +227,11 @@ pub struct AccountConfig {
     pub settings: toml::Table,
 }
 
+/// Vendors' own default throughput, per account, for accounts that set none:
+/// Meta's Cloud API takes 80 messages a second per business number unless
+/// Meta has raised it (CONTRACT §14).
+const DEFAULT_RATES: &[(&str, f64)] = &[("meta", 80.0)];
+
 fn default_burst() -> u32 {
     1
 }
@@ -251,10 +259,56 @@ impl ConfigError {
     }
 }
 
+/// Every problem of a configuration, so one look fixes them all instead of
+/// one restart per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub problems: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// `Ok(value)` when no problem was found.
+    pub fn check<T>(problems: Vec<ConfigError>, value: T) -> Result<T, ConfigErrors> {
+        if problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors { problems })
+        }
+    }
+
+    /// Whether a problem names this key.
+    pub fn names(&self, key: &str) -> bool {
+        self.problems.iter().any(|p| p.key == key)
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(problem: ConfigError) -> Self {
+        ConfigErrors {
+            problems: vec![problem],
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let [one] = &self.problems[..] {
+            return write!(f, "{one}");
+        }
+        write!(f, "{} configuration problems:", self.problems.len())?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 impl Config {
     /// Loads `path` (or `HERALD_CONFIG`, or built-in defaults when neither is
     /// given), applies `HERALD_*` environment overrides, and checks the result.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let path = path
             .map(Path::to_path_buf)
@@ -268,8 +322,12 @@ impl Config {
         Config::from_toml_with_env(&text, &env)
     }
 
-    /// Parses TOML text, applies the given `HERALD_*` overrides, and checks.
-    pub fn from_toml_with_env(text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    /// Parses TOML text, applies the given `HERALD_*` overrides, and checks,
+    /// reporting every problem found.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigErrors> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError::new(
                 e.span()
@@ -278,71 +336,116 @@ impl Config {
                 e.message().to_owned(),
             )
         })?;
+        let mut problems = Vec::new();
+        let mut unknown = Vec::new();
         for (name, raw) in env {
-            apply_override(&mut table, name, raw)?;
+            match apply_override(&mut table, name, raw) {
+                Ok(Applied::Yes) => {}
+                Ok(Applied::NotAKey) => unknown.push(name.as_str()),
+                Err(problem) => problems.push(problem),
+            }
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        // A variable the configuration names as a secret's source is not an
+        // override; anything else under HERALD_ is a typo.
+        let secret_sources = secret_sources(&table);
+        problems.extend(
+            unknown
+                .into_iter()
+                .filter(|name| !secret_sources.contains(name))
+                .map(unknown_override),
+        );
+        let config = match serde_path_to_error::deserialize(toml::Value::Table(table)) {
+            Ok(mut config) => {
+                Config::apply_default_rates(&mut config);
+                Some(config)
+            }
+            Err(e) => {
                 let key = e.path().to_string();
-                ConfigError::new(
+                problems.push(ConfigError::new(
                     if key == "." { "file".into() } else { key },
                     e.inner().to_string(),
-                )
-            })?;
-        config.check()?;
-        Ok(config)
+                ));
+                None
+            }
+        };
+        if let Some(config) = &config {
+            problems.extend(Config::problems(config));
+        }
+        ConfigErrors::check(problems, ())?;
+        Ok(config.expect("no problem means it deserialized"))
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.amqp.prefetch == 0 {
-            return Err(ConfigError::new("amqp.prefetch", "must be at least 1"));
+    /// Holds an account that names no `rate_per_second` to its vendor's
+    /// published default, where the vendor has one.
+    fn apply_default_rates(&mut self) {
+        for (provider, rate) in DEFAULT_RATES {
+            let accounts = self.providers.get_mut(*provider).into_iter().flatten();
+            for (_, account) in accounts {
+                account.rate_per_second.get_or_insert(*rate);
+            }
         }
-        if self.retry.delays.is_empty() {
-            return Err(ConfigError::new("retry.delays", "needs at least one delay"));
-        }
-        if let Some(i) = self.retry.delays.iter().position(|d| d.is_zero()) {
-            return Err(ConfigError::new(
+    }
+
+    /// Every value that does not make sense, by key.
+    fn problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: String, problem: &str| {
+            if !ok {
+                problems.push(ConfigError::new(key, problem));
+            }
+        };
+        check(
+            self.amqp.prefetch > 0,
+            "amqp.prefetch".into(),
+            "must be at least 1",
+        );
+        check(
+            !self.retry.delays.is_empty(),
+            "retry.delays".into(),
+            "needs at least one delay",
+        );
+        for (i, delay) in self.retry.delays.iter().enumerate() {
+            check(
+                !delay.is_zero(),
                 format!("retry.delays[{i}]"),
                 "must be longer than zero",
-            ));
+            );
         }
-        if self.retry.max_attempts == 0 {
-            return Err(ConfigError::new("retry.max_attempts", "must be at least 1"));
-        }
-        if self.window.hours == 0 || self.window.open_for().is_zero() {
-            return Err(ConfigError::new(
-                "window.margin",
-                "leaves no open window (margin ≥ hours)",
-            ));
-        }
-        if self.idempotency.ttl < Duration::from_secs(60) {
-            return Err(ConfigError::new("idempotency.ttl", "must be at least 1m"));
-        }
+        check(
+            self.retry.max_attempts > 0,
+            "retry.max_attempts".into(),
+            "must be at least 1",
+        );
+        check(
+            self.window.hours > 0 && !self.window.open_for().is_zero(),
+            "window.margin".into(),
+            "leaves no open window (margin ≥ hours)",
+        );
+        check(
+            self.idempotency.ttl >= Duration::from_secs(60),
+            "idempotency.ttl".into(),
+            "must be at least 1m",
+        );
         for (provider, accounts) in &self.providers {
             for (account, settings) in accounts {
                 let key = |k: &str| format!("providers.{provider}.{account}.{k}");
-                if !settings.base_url.starts_with("http://")
-                    && !settings.base_url.starts_with("https://")
-                {
-                    return Err(ConfigError::new(
-                        key("base_url"),
-                        "must be an http:// or https:// URL",
-                    ));
-                }
-                if let Some(rate) = settings.rate_per_second
-                    && !(rate.is_finite() && rate > 0.0)
-                {
-                    return Err(ConfigError::new(
-                        key("rate_per_second"),
-                        "must be a positive number",
-                    ));
-                }
-                if settings.burst == 0 {
-                    return Err(ConfigError::new(key("burst"), "must be at least 1"));
-                }
+                check(
+                    settings.base_url.starts_with("http://")
+                        || settings.base_url.starts_with("https://"),
+                    key("base_url"),
+                    "must be an http:// or https:// URL",
+                );
+                check(
+                    settings
+                        .rate_per_second
+                        .is_none_or(|rate| rate.is_finite() && rate > 0.0),
+                    key("rate_per_second"),
+                    "must be a positive number",
+                );
+                check(settings.burst > 0, key("burst"), "must be at least 1");
             }
         }
-        Ok(())
+        problems
     }
 
     /// One account's configuration.
@@ -364,15 +467,22 @@ impl Config {
     }
 }
 
+/// Whether an environment variable was a configuration override.
+enum Applied {
+    Yes,
+    /// A `HERALD_*` name that is no key: a typo, or a secret's source.
+    NotAKey,
+}
+
 /// `HERALD_<SECTION>_<KEY>` for section keys; `HERALD_PROVIDERS__<provider>__<account>__<key>`
 /// for account keys (double underscores, since names may contain `_`).
-/// Other `HERALD_*` variables (secrets named by `*_env`, say) are not overrides.
-fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+/// Variables outside `HERALD_`, and the reserved ones, are not overrides.
+fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<Applied, ConfigError> {
     let Some(rest) = name.strip_prefix("HERALD_") else {
-        return Ok(());
+        return Ok(Applied::Yes);
     };
-    if NOT_OVERRIDES.contains(&name) {
-        return Ok(());
+    if NOT_OVERRIDES.contains(&name) || name.starts_with(TEST_VARIABLES) {
+        return Ok(Applied::Yes);
     }
     let value = parse_env_value(raw);
     if let Some(path) = rest.strip_prefix("PROVIDERS__") {
@@ -385,21 +495,63 @@ fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), 
         };
         let account_table = ensure_table(table, &["providers", &provider.to_lowercase(), account]);
         account_table.insert(key.to_lowercase(), value);
-        return Ok(());
+        return Ok(Applied::Yes);
     }
     let lower = rest.to_lowercase();
     for (section, keys) in OVERRIDABLE {
         if let Some(key) = lower
             .strip_prefix(section)
             .and_then(|k| k.strip_prefix('_'))
+            && keys.contains(&key)
         {
-            if keys.contains(&key) {
-                ensure_table(table, &[section]).insert(key.to_owned(), value);
-            }
-            return Ok(());
+            ensure_table(table, &[section]).insert(key.to_owned(), value);
+            return Ok(Applied::Yes);
         }
     }
-    Ok(())
+    Ok(Applied::NotAKey)
+}
+
+/// Every environment variable the configuration names with a `*_env` key.
+fn secret_sources(table: &toml::Table) -> Vec<&str> {
+    table
+        .iter()
+        .flat_map(|(key, value)| match value {
+            toml::Value::Table(inner) => secret_sources(inner),
+            toml::Value::String(var) if key.ends_with("_env") => vec![var.as_str()],
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The override variable of every section key, e.g. `HERALD_AMQP_PREFETCH`.
+fn override_names() -> impl Iterator<Item = (String, String)> {
+    OVERRIDABLE.iter().flat_map(|(section, keys)| {
+        keys.iter().map(move |key| {
+            (
+                format!("HERALD_{}_{}", section, key).to_uppercase(),
+                format!("{section}.{key}"),
+            )
+        })
+    })
+}
+
+/// An unknown `HERALD_*` variable, named with the override it most likely meant.
+fn unknown_override(name: &str) -> ConfigError {
+    let closest = override_names()
+        .map(|(variable, key)| (strsim::levenshtein(name, &variable), variable, key))
+        .min_by_key(|(distance, _, _)| *distance);
+    let hint = match closest {
+        Some((distance, variable, key)) if distance <= 3 => {
+            format!("did you mean {variable} (configuration key {key})?")
+        }
+        _ => "overrides are HERALD_<SECTION>_<KEY> (e.g. HERALD_AMQP_URL) or \
+              HERALD_PROVIDERS__<provider>__<account>__<key>"
+            .to_owned(),
+    };
+    ConfigError::new(
+        name,
+        format!("is not a configuration key and no *_env key names it; {hint}"),
+    )
 }
 
 fn ensure_table<'a>(table: &'a mut toml::Table, path: &[&str]) -> &'a mut toml::Table {

@@ -228,6 +228,49 @@ impl Job {
         })
     }
 
+    /// What a producer refuses at publish time in a valid job, because the
+    /// worker could only dead-letter it: a message kind (or a fallback
+    /// template) the provider cannot send, and an `expires_at` already past.
+    /// Every producer (the Rust client, `herald enqueue`, the HTTP API) calls
+    /// this; the worker keeps its own checks for jobs from other producers.
+    pub fn check_sendable(&self, now: DateTime<Utc>) -> Result<(), JobErrors> {
+        let mut errors = JobErrors::default();
+        if let Some(kinds) = crate::protocol::message_kinds(&self.provider) {
+            let sends = kinds.join(", ");
+            if !kinds.contains(&self.message.kind()) {
+                errors.push(
+                    "message.type",
+                    format!(
+                        "{} cannot send {} messages (it sends: {sends})",
+                        self.provider,
+                        self.message.kind()
+                    ),
+                );
+            }
+            if self.fallback_template.is_some() && !kinds.contains(&"template") {
+                errors.push(
+                    "fallback_template",
+                    format!(
+                        "{} cannot send template messages (it sends: {sends}), so the fallback could never be sent",
+                        self.provider
+                    ),
+                );
+            }
+        }
+        if let Some(expires_at) = self.expires_at
+            && expires_at <= now
+        {
+            errors.push(
+                "expires_at",
+                format!(
+                    "{} has already passed: the job could only be dead-lettered as expired",
+                    crate::protocol::rfc3339(expires_at)
+                ),
+            );
+        }
+        errors.into_result()
+    }
+
     /// Validates a job built in code, the same way a published body is.
     pub fn validate(&self) -> Result<(), JobErrors> {
         let value = serde_json::to_value(self).expect("a Job always serializes");
@@ -337,6 +380,16 @@ fn check_name(field: &str, value: &str, max: usize, errors: &mut JobErrors) {
             field,
             format!("must be 1–{max} characters of [A-Za-z0-9_-]"),
         );
+    }
+}
+
+/// A contact's number as given where a `+` is awkward (a URL path, a shell
+/// flag): with its `+`, or the digits alone, which then get one.
+pub fn with_plus(number: &str) -> String {
+    if number.starts_with('+') {
+        number.to_owned()
+    } else {
+        format!("+{number}")
     }
 }
 

@@ -7,8 +7,9 @@
 
 pub mod config;
 pub mod job;
+pub mod metrics;
 pub mod protocol;
 
-pub use config::{AccountConfig, Config, ConfigError, RateScope, Secret};
+pub use config::{AccountConfig, Config, ConfigError, ConfigErrors, RateScope, Secret};
 pub use job::{Job, JobErrors, MediaKind, Message, Problem, TemplateHeader};
 pub use protocol::{DeadReason, Event, EventStatus};

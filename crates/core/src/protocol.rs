@@ -29,6 +29,26 @@ pub fn delay_queue(tier: &str) -> String {
     format!("{DELAY_EXCHANGE}.{tier}")
 }
 
+/// The message kinds (`Message::kind`) each provider can send, CONTRACT §6.
+/// The one statement of it: the vendor adapters refuse what it leaves out,
+/// and producers refuse it at publish time ([`crate::Job::check_sendable`]).
+const PROVIDER_KINDS: &[(&str, &[&str])] = &[
+    ("payhero", &["text"]),
+    ("pingup", &["text"]),
+    ("kaleyra", &["text", "template"]),
+    ("99digital", &["text"]),
+    ("replyhero", &["text", "media", "template"]),
+];
+
+/// The message kinds `provider` can send; `None` for a provider Herald has
+/// no adapter for (whether it may be sent to is the configuration's call).
+pub fn message_kinds(provider: &str) -> Option<&'static [&'static str]> {
+    PROVIDER_KINDS
+        .iter()
+        .find(|(name, _)| *name == provider)
+        .map(|(_, kinds)| *kinds)
+}
+
 /// Headers Herald maintains on jobs and dead letters.
 pub mod header {
     /// Vendor calls made for the job, throttled ones included.

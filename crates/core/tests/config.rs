@@ -4,13 +4,18 @@
 use std::time::Duration;
 
 use herald_core::config::{format_duration, parse_duration, read_secret};
-use herald_core::{Config, RateScope};
+use herald_core::{Config, ConfigErrors, RateScope};
 
+/// The first problem, for tests about one problem.
 fn load(text: &str) -> Result<Config, herald_core::ConfigError> {
-    Config::from_toml_with_env(text, &[])
+    load_all(text, &[]).map_err(|e| e.problems[0].clone())
 }
 
 fn load_env(text: &str, env: &[(&str, &str)]) -> Result<Config, herald_core::ConfigError> {
+    load_all(text, env).map_err(|e| e.problems[0].clone())
+}
+
+fn load_all(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -29,9 +34,26 @@ fn the_example_configuration_loads() {
     assert_eq!(kaleyra.per_recipient_interval, Some(Duration::from_secs(6)));
     assert_eq!(kaleyra.rate_scope, RateScope::Global);
     assert_eq!(kaleyra.settings["sid"].as_str(), Some("HXAP1XXXXXX17XX"));
+    let meta = config.account("meta", "default").unwrap();
+    assert_eq!(meta.rate_per_second, Some(80.0));
+    assert_eq!(meta.per_recipient_interval, Some(Duration::from_secs(6)));
     assert_eq!(config.retry.max_attempts, 6);
     assert_eq!(config.window.margin, Duration::from_secs(120));
     assert_eq!(config.idempotency.ttl, Duration::from_secs(7 * 86400));
+}
+
+#[test]
+fn a_meta_account_defaults_to_metas_throughput_and_others_to_no_limit() {
+    let config = load(
+        "[providers.meta.default]\nbase_url = \"https://graph.facebook.com\"\n\
+         [providers.meta.raised]\nbase_url = \"https://graph.facebook.com\"\nrate_per_second = 250\n\
+         [providers.kaleyra.default]\nbase_url = \"https://api.kaleyra.io\"",
+    )
+    .unwrap();
+    let rate = |provider, account| config.account(provider, account).unwrap().rate_per_second;
+    assert_eq!(rate("meta", "default"), Some(80.0));
+    assert_eq!(rate("meta", "raised"), Some(250.0));
+    assert_eq!(rate("kaleyra", "default"), None);
 }
 
 #[test]
@@ -107,8 +129,7 @@ fn environment_overrides_every_section_key() {
                 "http://127.0.0.1:9900",
             ),
             ("HERALD_PROVIDERS__kaleyra__default__burst", "3"),
-            // Not overrides: secrets named by *_env, and the reserved ones.
-            ("HERALD_API_TOKEN", "s3cret"),
+            // Not overrides: the reserved ones.
             ("HERALD_CONFIG", "/etc/herald.toml"),
         ],
     )
@@ -178,5 +199,85 @@ fn durations_parse_and_format() {
     assert!(parse_duration("5 parsecs").is_err());
     for text in ["250ms", "5s", "2m", "1h", "7d", "90s"] {
         assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let errors = load_all(
+        "[amqp]\nprefetch = 0\n[retry]\nmax_attempts = 0\ndelays = [\"0s\", \"5s\"]\n\
+         [providers.kaleyra.default]\nbase_url = \"ftp://x\"\nburst = 0\n",
+        &[("HERALD_AMQP_PREFTCH", "64")],
+    )
+    .unwrap_err();
+    for key in [
+        "amqp.prefetch",
+        "retry.max_attempts",
+        "retry.delays[0]",
+        "providers.kaleyra.default.base_url",
+        "providers.kaleyra.default.burst",
+        "HERALD_AMQP_PREFTCH",
+    ] {
+        assert!(errors.names(key), "{key} in {errors}");
+    }
+    let text = errors.to_string();
+    assert!(text.starts_with("6 configuration problems:"), "{text}");
+}
+
+#[test]
+fn an_override_that_names_no_key_is_an_error_naming_the_closest_key() {
+    let e = load_env("", &[("HERALD_AMQP_PREFTCH", "64")]).unwrap_err();
+    assert_eq!(e.key, "HERALD_AMQP_PREFTCH");
+    assert!(
+        e.problem
+            .contains("did you mean HERALD_AMQP_PREFETCH (configuration key amqp.prefetch)"),
+        "{e}"
+    );
+    let e = load_env("", &[("HERALD_NOTHING_LIKE_IT_AT_ALL", "1")]).unwrap_err();
+    assert!(e.problem.contains("HERALD_<SECTION>_<KEY>"), "{e}");
+}
+
+#[test]
+fn variables_the_configuration_names_as_secrets_are_not_overrides() {
+    let toml = "[api]\ntoken_env = \"HERALD_API_TOKEN\"\n\
+                [providers.kaleyra.default]\nbase_url = \"http://x\"\napi_key_env = \"HERALD_KALEYRA_KEY\"\n";
+    let env = [
+        ("HERALD_API_TOKEN", "s3cret"),
+        ("HERALD_KALEYRA_KEY", "k"),
+        ("HERALD_LOG_FORMAT", "json"),
+        ("HERALD_TEST_AMQP_URL", "amqp://x"),
+    ];
+    assert!(load_all(toml, &env).is_ok());
+    // Unnamed by the configuration, the same variable is a typo.
+    assert!(load_all("", &[("HERALD_KALEYRA_KEY", "k")]).is_err());
+}
+
+/// The Kubernetes configurations load, and each pod's termination grace
+/// period outlasts `worker.shutdown_grace`, so in-flight jobs finish before
+/// SIGKILL.
+#[test]
+fn the_kubernetes_configurations_load_and_their_pods_outlast_the_shutdown_grace() {
+    let k8s = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/k8s");
+    let pod_grace: Vec<u64> = ["worker.yaml", "api.yaml"]
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(format!("{k8s}/base/{file}")).unwrap();
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+                .map(|s| s.trim().parse::<u64>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(pod_grace.len(), 2, "both Deployments set it");
+    for config in ["base/herald.toml", "overlays/example/herald.toml"] {
+        let text = std::fs::read_to_string(format!("{k8s}/{config}")).unwrap();
+        let loaded = load(&text).unwrap_or_else(|e| panic!("{config}: {e}"));
+        assert!(!loaded.providers.is_empty(), "{config}");
+        for grace in &pod_grace {
+            assert!(
+                Duration::from_secs(*grace) > loaded.worker.shutdown_grace,
+                "{config}: shutdown_grace must end before the pod's {grace}s"
+            );
+        }
     }
 }

@@ -281,3 +281,66 @@ fn the_json_schema_describes_the_job() {
         "schema/job.schema.json is stale: run `herald schema > schema/job.schema.json`"
     );
 }
+
+fn sendable_at(value: Value, now: &str) -> Result<(), JobErrors> {
+    let now = chrono::DateTime::parse_from_rfc3339(now).unwrap().to_utc();
+    Job::from_value(value).unwrap().check_sendable(now)
+}
+
+#[test]
+fn a_producer_refuses_what_the_provider_cannot_send_naming_the_field() {
+    let template = json!({"type": "template", "name": "order_update", "language": "en"});
+    let errors =
+        sendable_at(with(&["provider"], json!("pingup")), "2026-11-21T00:00:00Z").unwrap_err();
+    assert_eq!(errors.problems.len(), 1, "{errors}");
+    assert_eq!(errors.problems[0].field, "fallback_template");
+    assert!(
+        errors.problems[0]
+            .problem
+            .contains("pingup cannot send template")
+    );
+
+    let mut job = with(&["provider"], json!("pingup"));
+    job["message"] = template;
+    job.as_object_mut().unwrap().remove("fallback_template");
+    let errors = sendable_at(job, "2026-11-21T00:00:00Z").unwrap_err();
+    assert_eq!(errors.problems[0].field, "message.type", "{errors}");
+    assert!(
+        errors.problems[0].problem.contains("it sends: text"),
+        "{errors}"
+    );
+
+    let media = json!({"type": "media", "media": "image", "url": "https://cdn.example.com/p.jpg"});
+    let errors =
+        sendable_at(with(&["message"], media.clone()), "2026-11-21T00:00:00Z").unwrap_err();
+    assert!(
+        errors.problems[0]
+            .problem
+            .contains("kaleyra cannot send media"),
+        "{errors}"
+    );
+    let mut replyhero = with(&["message"], media);
+    replyhero["provider"] = json!("replyhero");
+    replyhero.as_object_mut().unwrap().remove("options");
+    assert_eq!(sendable_at(replyhero, "2026-11-21T00:00:00Z"), Ok(()));
+}
+
+#[test]
+fn a_producer_refuses_a_job_that_has_already_expired() {
+    assert_eq!(
+        sendable_at(contract_example(), "2026-11-22T09:59:59Z"),
+        Ok(())
+    );
+    let errors = sendable_at(contract_example(), "2026-11-22T10:00:00Z").unwrap_err();
+    assert_eq!(errors.problems[0].field, "expires_at");
+    assert!(
+        errors.problems[0].problem.contains("already passed"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_provider_without_an_adapter_is_left_to_the_configuration() {
+    let job = with(&["provider"], json!("meta"));
+    assert_eq!(sendable_at(job, "2026-11-21T00:00:00Z"), Ok(()));
+}

@@ -1,4 +1,6 @@
-//! Reading without consuming: every letter goes back where it was.
+//! Reading without consuming: every letter goes back, as a copy published
+//! before the original is acked ([`Pass::rotate`]), so looking never raises a
+//! letter's delivery count.
 
 use std::collections::BTreeMap;
 
@@ -10,19 +12,17 @@ use crate::letter::DeadLetter;
 use crate::pass::{Pass, Tally};
 use crate::{DlqError, Progress, Selection};
 
-/// Hands every selected letter to `visit`, then puts them all back.
+/// Hands every selected letter to `visit`, putting each back.
 pub async fn browse(
     connection: &Connection,
     selection: &Selection,
     progress: &dyn Progress,
-    mut visit: impl FnMut(&DeadLetter) -> Result<(), DlqError>,
+    visit: impl FnMut(&DeadLetter) -> Result<(), DlqError>,
 ) -> Result<Tally, DlqError> {
-    let mut pass = Pass::open(connection).await?;
-    let tally = pass
-        .select(selection, progress, async |taken| visit(&taken.letter))
-        .await;
-    pass.finish().await?;
-    tally
+    Pass::open_one_at_a_time(connection)
+        .await?
+        .rotate(connection, selection, progress, visit)
+        .await
 }
 
 /// The selected letters, all left in place.

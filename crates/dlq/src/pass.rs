@@ -11,6 +11,13 @@
 //! queue looks as it did, except for the quorum queue's `x-delivery-count`.
 //! If the process dies instead, closing the connection requeues them too.
 //!
+//! Browsing (list, show, stats, export) holds nothing instead: it reads one
+//! letter at a time and puts each back at once as a copy at the tail
+//! ([`Pass::rotate`]), so looking never returns a message to the queue. A
+//! quorum queue counts every return in `x-delivery-count`, and RabbitMQ 4.x
+//! drops a message returned more than its delivery limit (20 by default)
+//! with nowhere to dead-letter it from `herald.dead`.
+//!
 //! The broker closes a channel whose delivery stays unacked past its consumer
 //! timeout (30 min by default): a pass over a very large queue at a slow
 //! `--rate` should be split with `--limit`.
@@ -24,7 +31,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, Consumer};
 
-use herald_core::protocol::DEAD_QUEUE;
+use herald_client::{Outgoing, Publisher};
+use herald_core::protocol::{DEAD_EXCHANGE, DEAD_QUEUE};
 
 use crate::letter::{DeadLetter, Envelope};
 use crate::{DlqError, Progress, Selection};
@@ -64,10 +72,23 @@ pub struct Pass {
     consumer: Consumer,
     total: u32,
     read: u32,
+    cancelled: bool,
 }
 
 impl Pass {
+    /// A pass that may hold letters ([`Pass::select`]).
     pub async fn open(connection: &Connection) -> Result<Pass, DlqError> {
+        // Unlimited prefetch: held letters stay unacked, so any limit would
+        // stall the pass once that many were held.
+        Pass::open_with_prefetch(connection, 0).await
+    }
+
+    /// A pass that holds nothing ([`Pass::rotate`]).
+    pub async fn open_one_at_a_time(connection: &Connection) -> Result<Pass, DlqError> {
+        Pass::open_with_prefetch(connection, 1).await
+    }
+
+    async fn open_with_prefetch(connection: &Connection, prefetch: u16) -> Result<Pass, DlqError> {
         let channel = connection.create_channel().await?;
         let depth = channel
             .queue_declare(
@@ -81,9 +102,9 @@ impl Pass {
             .await
             .map_err(DlqError::NoDeadQueue)?
             .message_count();
-        // Unlimited prefetch: held letters stay unacked, so any limit would
-        // stall the pass once that many were held.
-        channel.basic_qos(0, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
         let consumer = channel
             .basic_consume(
                 DEAD_QUEUE.into(),
@@ -97,7 +118,64 @@ impl Pass {
             consumer,
             total: depth,
             read: 0,
+            cancelled: false,
         })
+    }
+
+    /// Reads the whole pass, showing each selected letter (up to
+    /// `selection`'s limit) to `visit` and putting every letter back at once:
+    /// a copy at the tail, published with a confirm, then the original acked.
+    /// Nothing returns to the queue, so no delivery count grows, and since the
+    /// pass always goes round the whole queue it leaves the queue in its
+    /// order. One letter is delivered at a time, and the consumer is
+    /// cancelled before the last one is acked, so the broker never pushes a
+    /// letter beyond the pass.
+    pub async fn rotate(
+        mut self,
+        connection: &Connection,
+        selection: &Selection,
+        progress: &dyn Progress,
+        mut visit: impl FnMut(&DeadLetter) -> Result<(), DlqError>,
+    ) -> Result<Tally, DlqError> {
+        let publisher = Publisher::new(connection).await?;
+        progress.start(u64::from(self.total));
+        let mut tally = Tally::default();
+        let limited = |tally: &Tally| selection.limit.is_some_and(|limit| tally.matched >= limit);
+        while let Some(taken) = self.next().await? {
+            if !limited(&tally) && selection.filter.matches(&taken.letter) {
+                tally.matched += 1;
+                visit(&taken.letter)?;
+            } else {
+                tally.skipped += 1;
+            }
+            let copy = taken.letter.envelope.clone().without_delivery_count();
+            publisher
+                .publish(Outgoing {
+                    exchange: DEAD_EXCHANGE,
+                    routing_key: &copy.routing_key,
+                    body: &copy.body,
+                    properties: copy.properties.clone(),
+                    mandatory: true,
+                })
+                .await?;
+            if self.read >= self.total {
+                self.cancel().await?;
+            }
+            taken.remove().await?;
+            progress.step();
+        }
+        self.finish().await?;
+        Ok(tally)
+    }
+
+    async fn cancel(&mut self) -> Result<(), DlqError> {
+        if !self.cancelled {
+            self.channel
+                .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
+                .await?;
+            self.cancelled = true;
+        }
+        Ok(())
     }
 
     /// Letters in the queue when the pass began.
@@ -156,10 +234,8 @@ impl Pass {
 
     /// Ends the pass: stops the deliveries, then requeues every letter still
     /// held (and any the broker pushed beyond the pass) in one go.
-    pub async fn finish(self) -> Result<(), DlqError> {
-        self.channel
-            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
-            .await?;
+    pub async fn finish(mut self) -> Result<(), DlqError> {
+        self.cancel().await?;
         // Delivery tag 0 with `multiple` means every outstanding delivery.
         self.channel
             .basic_nack(

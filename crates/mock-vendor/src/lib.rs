@@ -1,4 +1,5 @@
-//! A stand-in for the five WhatsApp vendors Herald sends through, served on
+//! A stand-in for the WhatsApp vendors Herald sends through (the five BSPs
+//! and Meta's Cloud API), served on
 //! localhost for demos, integration tests and benchmarks (`herald
 //! mock-vendor`, `herald bench`).
 //!

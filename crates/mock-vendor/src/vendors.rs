@@ -1,4 +1,4 @@
-//! The five vendors as data: which paths they serve, how a request is
+//! The vendors as data: which paths they serve, how a request is
 //! encoded and authenticated, which fields they insist on, and the shape of
 //! their answers. Everything here is pure, so the server stays one generic
 //! handler and each vendor's quirks live in one table row.
@@ -20,15 +20,18 @@ pub enum Provider {
     #[serde(rename = "99digital")]
     Digital99,
     ReplyHero,
+    /// Meta's WhatsApp Cloud API, direct.
+    Meta,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 5] = [
+    pub const ALL: [Provider; 6] = [
         Provider::PayHero,
         Provider::Pingup,
         Provider::Kaleyra,
         Provider::Digital99,
         Provider::ReplyHero,
+        Provider::Meta,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Provider {
             Provider::Kaleyra => "kaleyra",
             Provider::Digital99 => "99digital",
             Provider::ReplyHero => "replyhero",
+            Provider::Meta => "meta",
         }
     }
 
@@ -48,7 +52,7 @@ impl Provider {
                 name: "authorization",
                 scheme: Some("Basic"),
             },
-            Provider::Pingup => Auth::Header {
+            Provider::Pingup | Provider::Meta => Auth::Header {
                 name: "authorization",
                 scheme: Some("Bearer"),
             },
@@ -71,7 +75,7 @@ impl Provider {
         match self {
             Provider::PayHero => StatusCode::INTERNAL_SERVER_ERROR,
             Provider::Pingup | Provider::Digital99 => StatusCode::OK,
-            Provider::Kaleyra | Provider::ReplyHero => StatusCode::BAD_REQUEST,
+            Provider::Kaleyra | Provider::ReplyHero | Provider::Meta => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -100,7 +104,9 @@ impl Provider {
                 "Invalid or in-correct input of the TO number.".into(),
             ),
             Provider::Digital99 => ("INVALID_TO", "the number is not a WhatsApp account".into()),
-            Provider::ReplyHero => ("131026", "(#131026) Message undeliverable".into()),
+            Provider::ReplyHero | Provider::Meta => {
+                ("131026", "(#131026) Message undeliverable".into())
+            }
         }
     }
 
@@ -124,12 +130,22 @@ impl Provider {
             // `reason` is 99digital's "status explanation in case of FAIL".
             Provider::Digital99 => json!({ "status": "FAIL", "reason": message, "code": code }),
             Provider::ReplyHero => json!({ "error": { "code": code, "message": message } }),
+            // Graph API's error body; Meta's codes are numbers. No
+            // error_subcode: Meta stopped sending it in v16.0.
+            Provider::Meta => json!({ "error": {
+                "message": message,
+                "type": "OAuthException",
+                "code": code.parse::<u64>().ok(),
+                "error_data": { "messaging_product": "whatsapp", "details": message },
+                "fbtrace_id": "AbCdEfGhIjKlMnOpQrStUvW",
+            } }),
         }
     }
 
     /// The status and body of a refusal, in this vendor's words.
     pub(crate) fn refusal(self, refusal: &Refusal, request: &Value) -> (StatusCode, Value) {
         let (code, message) = match refusal {
+            _ if self == Provider::Meta => meta_error(refusal),
             Refusal::Unauthorized => ("UNAUTHORIZED", format!("missing or empty {}", self.auth())),
             Refusal::Invalid(detail) => ("INVALID_REQUEST", detail.clone()),
             Refusal::Permanent => self.permanent_error(request),
@@ -145,6 +161,26 @@ impl Provider {
         let status = refusal.status(self);
         (status, self.error_body(status, code, &message))
     }
+}
+
+/// Meta's own code and title for each refusal
+/// (https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/).
+fn meta_error(refusal: &Refusal) -> (&'static str, String) {
+    let (code, title) = match refusal {
+        Refusal::Unauthorized => {
+            let auth = Provider::Meta.auth();
+            return (
+                "190",
+                format!("Invalid OAuth access token: missing or empty {auth}"),
+            );
+        }
+        Refusal::Invalid(detail) => return ("100", format!("(#100) Invalid parameter: {detail}")),
+        Refusal::Permanent => ("131026", "(#131026) Message undeliverable"),
+        Refusal::WindowClosed => ("131047", "(#131047) Re-engagement message"),
+        Refusal::ServerError(_) => ("131000", "(#131000) Something went wrong"),
+        Refusal::RateLimited { .. } => ("130429", "(#130429) Rate limit hit"),
+    };
+    (code, title.to_owned())
 }
 
 impl fmt::Display for Provider {
@@ -249,7 +285,7 @@ pub(crate) struct Sent<'a> {
     pub token: u128,
 }
 
-static ENDPOINTS: [Endpoint; 6] = [
+static ENDPOINTS: [Endpoint; 7] = [
     Endpoint {
         provider: Provider::PayHero,
         path: "/api/v2/whatspp/sendText",
@@ -291,6 +327,18 @@ static ENDPOINTS: [Endpoint; 6] = [
         format: BodyFormat::Json,
         required: &["templateName", "sessionId", "userId", "orgId", "components"],
         success: replyhero_template_sent,
+    },
+    Endpoint {
+        provider: Provider::Meta,
+        path: "/{api_version}/{phone_number_id}/messages",
+        format: BodyFormat::Json,
+        required: &[
+            "messaging_product",
+            "to",
+            "type",
+            "text|image|document|video|template",
+        ],
+        success: meta_sent,
     },
 ];
 
@@ -445,6 +493,18 @@ fn replyhero_template_sent(sent: &Sent) -> Value {
     json!([record])
 }
 
+/// The Cloud API's answer: the recipient as given and as a WhatsApp id,
+/// and the new message's `wamid`.
+fn meta_sent(sent: &Sent) -> Value {
+    let to = echo(sent.request, "to");
+    let wa_id = to.as_str().unwrap_or("").trim_start_matches('+').to_owned();
+    json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{ "input": to, "wa_id": wa_id }],
+        "messages": [{ "id": format!("wamid.{:032X}", sent.token), "message_status": "accepted" }],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +568,29 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .ends_with(":1")
+        );
+    }
+
+    #[test]
+    fn meta_refuses_with_graph_api_errors_and_numeric_codes() {
+        let (status, body) = Provider::Meta.refusal(&Refusal::WindowClosed, &json!({}));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], 131047);
+        assert_eq!(body["error"]["type"], "OAuthException");
+        let (status, body) = Provider::Meta.refusal(
+            &Refusal::RateLimited {
+                retry_after_secs: 1,
+            },
+            &json!({}),
+        );
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::TOO_MANY_REQUESTS, &json!(130429))
+        );
+        let (status, body) = Provider::Meta.refusal(&Refusal::Unauthorized, &json!({}));
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::UNAUTHORIZED, &json!(190))
         );
     }
 

@@ -50,6 +50,13 @@ fn text(client: &Client, mock: &MockVendorHandle, provider: Provider) -> Request
                 "message": {"type": "text", "text": {"body": "hi"}},
                 "sessionId": "S", "customerId": "C", "userId": "U", "orgId": "O",
             })),
+        Provider::Meta => client
+            .post(format!("{base}/v21.0/106540352242922/messages"))
+            .header("Authorization", "Bearer EAAJB")
+            .json(&json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "+16505551234", "type": "text", "text": {"body": "hi"},
+            })),
     }
 }
 
@@ -126,6 +133,19 @@ async fn every_vendor_path_answers_its_documented_success_body() {
     assert_eq!(body[0]["messageType"], "template");
     assert_eq!(body[0]["message"], "order_update");
     assert_eq!(body[0]["file"], Value::Null);
+
+    let (status, body) = answer(text(&client, &mock, Provider::Meta)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["contacts"],
+        json!([{"input": "+16505551234", "wa_id": "16505551234"}])
+    );
+    assert!(
+        body["messages"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("wamid.")
+    );
 }
 
 #[tokio::test]
@@ -135,6 +155,7 @@ async fn message_ids_are_fresh_per_request() {
         Provider::Pingup => body["data"]["message_id"].clone(),
         Provider::Kaleyra => body["id"].clone(),
         Provider::Digital99 => body["unique"].clone(),
+        Provider::Meta => body["messages"][0]["id"].clone(),
         _ => body["response"]["messages"][0]["id"].clone(),
     };
     for provider in [
@@ -142,6 +163,7 @@ async fn message_ids_are_fresh_per_request() {
         Provider::Kaleyra,
         Provider::Digital99,
         Provider::ReplyHero,
+        Provider::Meta,
     ] {
         let (_, first) = answer(text(&client, &mock, provider)).await;
         let (_, second) = answer(text(&client, &mock, provider)).await;
@@ -175,6 +197,10 @@ async fn a_missing_credential_gets_the_vendors_401() {
         (
             Provider::ReplyHero,
             client.post(format!("{base}/whatsapp/template/send")),
+        ),
+        (
+            Provider::Meta,
+            client.post(format!("{base}/v21.0/106540352242922/messages")),
         ),
     ];
     for (provider, request) in unauthenticated {
@@ -350,6 +376,12 @@ async fn permanent_errors_are_each_vendors_own() {
     let (status, body) = answer(text(&client, &mock, Provider::ReplyHero)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].is_object());
+
+    let (status, body) = answer(text(&client, &mock, Provider::Meta)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!(131026))
+    );
 }
 
 #[tokio::test]

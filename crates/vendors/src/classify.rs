@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald_core::protocol::truncate_utf8;
 use serde_json::Value;
 
-use crate::Verdict;
+use crate::{PermanentCause, Verdict};
 
 /// WhatsApp's "re-engagement message" error: the 24-hour window is closed.
 const WINDOW_CLOSED_CODE: &str = "131047";
@@ -57,11 +57,7 @@ pub(crate) fn answer(
             detail,
             permanent: true,
             ..
-        }) => Verdict::Permanent {
-            code,
-            detail,
-            window_closed: false,
-        },
+        }) => rejected(code, detail),
         Err(Failure {
             code,
             detail,
@@ -75,11 +71,7 @@ pub(crate) fn answer(
             match failed_status {
                 Some(s) => by_status(s, retry_after, code, detail),
                 // A 2xx that says "no" without a reason: the vendor refused it.
-                None => Verdict::Permanent {
-                    code,
-                    detail,
-                    window_closed: false,
-                },
+                None => rejected(code, detail),
             }
         }
     };
@@ -87,7 +79,7 @@ pub(crate) fn answer(
         Verdict::Retryable { detail, .. }
         | Verdict::Permanent {
             detail,
-            window_closed: false,
+            cause: PermanentCause::Rejected,
             ..
         } if says_window_closed(&text) => window_closed(Some(WINDOW_CLOSED_CODE.into()), detail),
         other => other,
@@ -98,7 +90,16 @@ fn window_closed(code: Option<String>, detail: String) -> Verdict {
     Verdict::Permanent {
         code,
         detail,
-        window_closed: true,
+        cause: PermanentCause::WindowClosed,
+    }
+}
+
+/// The vendor refused the request itself.
+pub(crate) fn rejected(code: Option<String>, detail: String) -> Verdict {
+    Verdict::Permanent {
+        code,
+        detail,
+        cause: PermanentCause::Rejected,
     }
 }
 
@@ -121,11 +122,7 @@ fn by_status(
             rate_limited: false,
             detail,
         },
-        _ => Verdict::Permanent {
-            code,
-            detail,
-            window_closed: false,
-        },
+        _ => rejected(code, detail),
     }
 }
 
@@ -229,7 +226,7 @@ mod tests {
         assert!(matches!(
             answer(200, None, b"{}", refuse),
             Verdict::Permanent {
-                window_closed: false,
+                cause: PermanentCause::Rejected,
                 ..
             }
         ));
@@ -265,7 +262,7 @@ mod tests {
             assert!(matches!(
                 answer(400, None, body, accept),
                 Verdict::Permanent {
-                    window_closed: true,
+                    cause: PermanentCause::WindowClosed,
                     ..
                 }
             ));

@@ -101,6 +101,7 @@ fn read(body: &Value) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PermanentCause;
 
     fn adapter() -> Digital99 {
         Digital99 {
@@ -166,14 +167,14 @@ mod tests {
             Verdict::Permanent {
                 code: Some("3".into()),
                 detail: "status FAIL, reason 3".into(),
-                window_closed: false
+                cause: PermanentCause::Rejected
             }
         );
         let closed = br#"{"status":"FAIL","reason":2,"templateTimeLeft":0}"#;
         assert!(matches!(
             adapter().classify(200, None, closed),
             Verdict::Permanent {
-                window_closed: true,
+                cause: PermanentCause::WindowClosed,
                 ..
             }
         ));

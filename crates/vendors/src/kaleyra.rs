@@ -166,6 +166,7 @@ fn read(body: &Value) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PermanentCause;
 
     fn adapter() -> Kaleyra {
         Kaleyra {
@@ -335,7 +336,7 @@ mod tests {
                 let Verdict::Permanent {
                     code,
                     detail,
-                    window_closed: false,
+                    cause: PermanentCause::Rejected,
                 } = verdict
                 else {
                     panic!("{expected} over HTTP {status}: {verdict:?}");

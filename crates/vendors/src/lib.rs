@@ -17,12 +17,13 @@ use std::fmt;
 use std::time::Duration;
 
 use herald_core::config::Secret;
-use herald_core::{Config, ConfigError, Message};
+use herald_core::{Config, ConfigError, ConfigErrors, Message};
 
 mod classify;
 mod digital99;
 mod http;
 mod kaleyra;
+pub mod meta;
 mod payhero;
 mod pingup;
 mod replyhero;
@@ -116,9 +117,22 @@ pub enum Verdict {
         /// The vendor's own error code, e.g. `E13009`.
         code: Option<String>,
         detail: String,
-        /// The vendor relayed WhatsApp's "re-engagement" error (131047).
-        window_closed: bool,
+        cause: PermanentCause,
     },
+}
+
+/// What a permanent refusal means beyond "do not send this again": the
+/// worker acts on the window and on opt-outs, not only on the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermanentCause {
+    /// The request itself was refused (invalid number, bad credentials,
+    /// validation, template problems).
+    Rejected,
+    /// WhatsApp's "re-engagement" error (131047): the 24-hour window is closed.
+    WindowClosed,
+    /// The recipient opted out of this business's messages (Meta 131050):
+    /// the contact is to be suppressed.
+    OptedOut,
 }
 
 impl Verdict {
@@ -137,11 +151,11 @@ impl Verdict {
             Verdict::Permanent {
                 code,
                 detail,
-                window_closed,
+                cause,
             } => Verdict::Permanent {
                 code,
                 detail: f(detail),
-                window_closed,
+                cause,
             },
         }
     }
@@ -199,6 +213,7 @@ const ADAPTERS: &[(&str, Build)] = &[
     (kaleyra::PROVIDER, kaleyra::build),
     (digital99::PROVIDER, digital99::build),
     (replyhero::PROVIDER, replyhero::build),
+    (meta::PROVIDER, meta::build),
 ];
 
 /// Every configured account, sharing one pooled HTTP client.
@@ -220,41 +235,46 @@ impl Vendors {
     /// Builds adapters for every `[providers.<p>.<a>]` in the configuration,
     /// checking each vendor's own keys strictly: an unknown key, a missing
     /// `sid` or secret is an error naming e.g. `providers.kaleyra.default.sid`.
-    pub fn from_config(config: &Config) -> Result<Vendors, ConfigError> {
+    /// Every account is checked, so all missing secrets are named at once.
+    pub fn from_config(config: &Config) -> Result<Vendors, ConfigErrors> {
         let client = http::client().map_err(|e| {
             ConfigError::new("providers", format!("cannot build the HTTP client: {e}"))
         })?;
         let mut accounts = BTreeMap::new();
+        let mut problems = Vec::new();
         for (provider, configured) in &config.providers {
-            let build = ADAPTERS
-                .iter()
-                .find(|(name, _)| name == provider)
-                .map(|(_, build)| build)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = ADAPTERS.iter().map(|(name, _)| *name).collect();
-                    ConfigError::new(
-                        format!("providers.{provider}"),
-                        format!("no adapter for this provider (known: {})", known.join(", ")),
-                    )
-                })?;
+            let Some((_, build)) = ADAPTERS.iter().find(|(name, _)| name == provider) else {
+                let known: Vec<&str> = ADAPTERS.iter().map(|(name, _)| *name).collect();
+                problems.push(ConfigError::new(
+                    format!("providers.{provider}"),
+                    format!("no adapter for this provider (known: {})", known.join(", ")),
+                ));
+                continue;
+            };
             let mut built = BTreeMap::new();
             for (account, account_config) in configured {
                 let mut settings = Settings::new(provider, account, &account_config.settings);
-                let adapter = build(&mut settings)?;
-                built.insert(
-                    account.clone(),
-                    VendorAccount {
-                        adapter,
-                        base_url: account_config.base_url.trim_end_matches('/').to_owned(),
-                        timeout: account_config.timeout,
-                        secrets: settings.finish()?,
-                        client: client.clone(),
-                    },
-                );
+                let secrets =
+                    build(&mut settings).and_then(|adapter| Ok((adapter, settings.finish()?)));
+                match secrets {
+                    Ok((adapter, secrets)) => {
+                        built.insert(
+                            account.clone(),
+                            VendorAccount {
+                                adapter,
+                                base_url: account_config.base_url.trim_end_matches('/').to_owned(),
+                                timeout: account_config.timeout,
+                                secrets,
+                                client: client.clone(),
+                            },
+                        );
+                    }
+                    Err(problem) => problems.push(problem),
+                }
             }
             accounts.insert(provider.clone(), built);
         }
-        Ok(Vendors { accounts })
+        ConfigErrors::check(problems, Vendors { accounts })
     }
 
     /// The configured account, or which half of the pair is unknown. A
@@ -381,21 +401,23 @@ fn spellings(secret: &str) -> Vec<String> {
 ///
 /// When a job has several problems, the one reported is: a message the vendor
 /// cannot send at all comes first (the job is unsupported whatever its
-/// options), then an unknown key, then the adapter's own complaints about
-/// option values: a mistyped `customer` reads better as itself than as the
-/// missing `customer_id` it was meant to be.
+/// options; [`herald_core::protocol::message_kinds`] says which), then an
+/// unknown key, then the adapter's own complaints about option values: a
+/// mistyped `customer` reads better as itself than as the missing
+/// `customer_id` it was meant to be.
 fn render(
     adapter: &dyn Adapter,
     to: &str,
     message: &Message,
     options: &BTreeMap<String, String>,
 ) -> Result<VendorRequest, RenderError> {
-    let rendered = adapter.render(to, message, options);
-    if let Err(unsupported @ RenderError::Unsupported { .. }) = rendered {
-        return Err(unsupported);
+    let provider = adapter.provider();
+    if herald_core::protocol::message_kinds(provider).is_some_and(|k| !k.contains(&message.kind()))
+    {
+        return Err(unsupported(provider, message));
     }
-    check_options(adapter.provider(), options, adapter.options())?;
-    rendered
+    check_options(provider, options, adapter.options())?;
+    adapter.render(to, message, options)
 }
 
 /// The first key of `options` that is not in `known`, as an `InvalidOption`.
@@ -484,7 +506,14 @@ mod tests {
 
     #[test]
     fn providers_are_known_by_their_contract_names() {
-        for name in ["payhero", "pingup", "kaleyra", "99digital", "replyhero"] {
+        for name in [
+            "payhero",
+            "pingup",
+            "kaleyra",
+            "99digital",
+            "replyhero",
+            "meta",
+        ] {
             assert!(Vendors::is_known_provider(name), "{name}");
         }
         assert!(!Vendors::is_known_provider("twilio"));

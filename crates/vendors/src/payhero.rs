@@ -105,6 +105,7 @@ fn read(body: &Value) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PermanentCause;
 
     fn adapter() -> PayHero {
         // The doc's example session and token.
@@ -184,7 +185,7 @@ mod tests {
             let Verdict::Permanent {
                 code,
                 detail,
-                window_closed,
+                cause,
             } = adapter().classify(status, None, no_session)
             else {
                 panic!("a missing session must be permanent (HTTP {status})");
@@ -194,7 +195,7 @@ mod tests {
                 detail.contains("We didn't find a session with name 'XXXX'"),
                 "{detail}"
             );
-            assert!(!window_closed);
+            assert_eq!(cause, PermanentCause::Rejected);
         }
     }
 

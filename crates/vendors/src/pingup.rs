@@ -94,6 +94,7 @@ fn read(body: &Value) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PermanentCause;
 
     fn adapter() -> Pingup {
         Pingup {
@@ -173,7 +174,7 @@ mod tests {
         assert!(matches!(
             adapter().classify(200, None, refused),
             Verdict::Permanent {
-                window_closed: false,
+                cause: PermanentCause::Rejected,
                 ..
             }
         ));

@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_core::config::Secret;
-use herald_core::{ConfigError, MediaKind, Message, TemplateHeader};
+use herald_core::{ConfigError, Message};
 use serde_json::{Value, json};
 
 use crate::classify::{self, Failure, Reading};
+use crate::meta;
 use crate::settings::Settings;
 use crate::{Adapter, RenderError, RequestBody, VendorRequest, Verdict};
 
@@ -78,14 +79,9 @@ impl Adapter for ReplyHero {
                 caption,
                 filename,
             } => {
-                let mut object = json!({ "link": url });
-                if let Some(caption) = caption {
-                    object["caption"] = caption.as_str().into();
-                }
-                // The doc: filename is "only with document media".
-                if let (MediaKind::Document, Some(filename)) = (media, filename) {
-                    object["filename"] = filename.as_str().into();
-                }
+                // The doc: filename is "only with document media", as Meta's.
+                let object =
+                    meta::media_object(*media, url, caption.as_deref(), filename.as_deref());
                 let kind = media.as_str();
                 (
                     MESSAGE_PATH,
@@ -96,7 +92,7 @@ impl Adapter for ReplyHero {
                 name, header, body, ..
             } => (
                 TEMPLATE_PATH,
-                json!({"templateName": name, "components": components(header.as_ref(), body)}),
+                json!({"templateName": name, "components": meta::components(header.as_ref(), body)}),
             ),
         };
         body["sessionId"] = self.session_id.as_str().into();
@@ -114,28 +110,6 @@ impl Adapter for ReplyHero {
     fn classify(&self, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Verdict {
         classify::answer(status, retry_after, body, read)
     }
-}
-
-/// The template's `header` and `body` components, leaving out empty ones.
-fn components(header: Option<&TemplateHeader>, body: &[String]) -> Vec<Value> {
-    let header = header.map(|header| match header {
-        TemplateHeader::Text { text } => json!({"type": "text", "text": text}),
-        TemplateHeader::Image { url } => json!({"type": "image", "image": {"link": url}}),
-        TemplateHeader::Document { url } => json!({"type": "document", "document": {"link": url}}),
-        TemplateHeader::Video { url } => json!({"type": "video", "video": {"link": url}}),
-    });
-    let body: Vec<Value> = body
-        .iter()
-        .map(|text| json!({"type": "text", "text": text}))
-        .collect();
-    [
-        ("header", header.into_iter().collect::<Vec<_>>()),
-        ("body", body),
-    ]
-    .into_iter()
-    .filter(|(_, parameters)| !parameters.is_empty())
-    .map(|(kind, parameters)| json!({"type": kind, "parameters": parameters}))
-    .collect()
 }
 
 /// The message endpoint answers one object, the template endpoint a list of
@@ -157,6 +131,8 @@ fn read(body: &Value) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PermanentCause;
+    use herald_core::{MediaKind, TemplateHeader};
 
     fn adapter() -> ReplyHero {
         ReplyHero {
@@ -348,7 +324,7 @@ mod tests {
                 matches!(
                     verdict,
                     Verdict::Permanent {
-                        window_closed: true,
+                        cause: PermanentCause::WindowClosed,
                         ..
                     }
                 ),

@@ -62,11 +62,13 @@ impl<'a> Settings<'a> {
         if valid(&value) {
             Ok(value)
         } else {
-            Err(ConfigError::new(
-                self.name(key),
-                format!("{value:?} must be {expected}"),
-            ))
+            Err(self.invalid(key, format!("{value:?} must be {expected}")))
         }
+    }
+
+    /// An error about `key`, named in full.
+    pub(crate) fn invalid(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.name(key), problem)
     }
 
     /// The secret `name`, read from `<name>_env` or `<name>_file`.
@@ -76,6 +78,21 @@ impl<'a> Settings<'a> {
         let secret = read_secret(self.table, name, &self.prefix)?;
         self.secrets.push(secret.clone());
         Ok(secret)
+    }
+
+    /// The secret `name` when the account names one (`<name>_env` or
+    /// `<name>_file`); a named secret that cannot be read is an error.
+    pub(crate) fn optional_secret(&mut self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        let named = [format!("{name}_env"), format!("{name}_file")]
+            .iter()
+            .any(|key| self.table.contains_key(key));
+        if named {
+            self.secret(name).map(Some)
+        } else {
+            self.read.push(format!("{name}_env"));
+            self.read.push(format!("{name}_file"));
+            Ok(None)
+        }
     }
 
     /// Refuses any key nobody read; returns the secrets that were read.

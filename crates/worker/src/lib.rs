@@ -29,6 +29,8 @@ use herald_vendors::Vendors;
 /// Runs a worker until `shutdown` is cancelled; returns after in-flight jobs
 /// finished or the grace period passed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before anything counts, so no count is lost.
+    metrics::install(&config);
     let vendors = Vendors::from_config(&config).context("invalid configuration")?;
     anyhow::ensure!(
         !config.providers.is_empty(),

@@ -32,7 +32,7 @@ use herald_store::{
     Admission, Admit, Claim, Contact, Recorded, SendState, Store, StoreError, Unrecorded,
     WindowState,
 };
-use herald_vendors::{RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
+use herald_vendors::{PermanentCause, RenderError, VendorAccount, VendorRequest, Vendors, Verdict};
 
 use crate::accounts::{Account, Accounts};
 use crate::metrics;
@@ -142,8 +142,10 @@ impl<S: SendState> Pipeline<S> {
         let mut blips = blip_delays(&self.config, *calls).peekable();
         let mut throttled_here = 0;
         loop {
+            let waiting = std::time::Instant::now();
             account.limits.wait_local(&contact.digits).await;
             let (claim, fallback_used) = self.admit(job, account, &contact, lease).await?;
+            metrics::rate_limit_wait(&job.provider, waiting.elapsed());
             // Right before the call: a delivery that can no longer be acked
             // would be redelivered and sent again by another consumer.
             if !lease.held() {
@@ -163,6 +165,7 @@ impl<S: SendState> Pipeline<S> {
             } = answer.verdict
             {
                 calls.throttled += 1;
+                metrics::vendor_pause(&job.provider);
             }
             self.act_on_vendor_news(job, &contact, &answer.verdict)
                 .await;
@@ -350,7 +353,8 @@ impl<S: SendState> Pipeline<S> {
 
     /// What a vendor's answer says about more than this job: a throttled
     /// account is paused for every replica; a window the vendor says is
-    /// closed was recorded wrongly.
+    /// closed was recorded wrongly; a recipient who opted out is suppressed
+    /// (CONTRACT §11), so later jobs to it die without a vendor call.
     async fn act_on_vendor_news(&self, job: &Job, contact: &Contact, verdict: &Verdict) {
         let (done, what) = match verdict {
             Verdict::Retryable {
@@ -366,11 +370,18 @@ impl<S: SendState> Pipeline<S> {
                 (done, "share the vendor's pause of the account")
             }
             Verdict::Permanent {
-                window_closed: true,
+                cause: PermanentCause::WindowClosed,
                 ..
             } => (
                 self.state.clear_inbound(contact).await,
                 "clear the stale last-inbound time",
+            ),
+            Verdict::Permanent {
+                cause: PermanentCause::OptedOut,
+                ..
+            } => (
+                self.state.suppress(contact).await,
+                "suppress the contact that opted out",
             ),
             _ => return,
         };

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use herald_core::config::RetryConfig;
 use herald_core::{DeadReason, Job};
-use herald_vendors::{VendorAnswer, Verdict};
+use herald_vendors::{PermanentCause, VendorAnswer, Verdict};
 
 use crate::outcome::{Calls, Dead, Later, LaterWhy, Outcome};
 
@@ -169,12 +169,13 @@ pub fn judge(answer: VendorAnswer, calls: Calls, retry: &RetryConfig, unit: f64)
         Verdict::Permanent {
             code,
             detail,
-            window_closed,
+            cause,
         } => {
-            let reason = if window_closed {
-                DeadReason::WindowClosed
-            } else {
-                DeadReason::RejectedByVendor
+            // An opt-out is the vendor's refusal too; suppressing the
+            // contact is a separate step.
+            let reason = match cause {
+                PermanentCause::WindowClosed => DeadReason::WindowClosed,
+                PermanentCause::Rejected | PermanentCause::OptedOut => DeadReason::RejectedByVendor,
             };
             let detail = match code {
                 Some(code) => format!("{code}: {detail}"),
@@ -364,7 +365,7 @@ mod tests {
         let permanent = Verdict::Permanent {
             code: Some("E13009".into()),
             detail: "to_invalid".into(),
-            window_closed: false,
+            cause: PermanentCause::Rejected,
         };
         let Outcome::Dead(dead) = judge(answer(permanent, Some(400)), spent(1), &r, 0.0) else {
             panic!()
@@ -375,12 +376,23 @@ mod tests {
         let closed = Verdict::Permanent {
             code: Some("131047".into()),
             detail: "re-engagement".into(),
-            window_closed: true,
+            cause: PermanentCause::WindowClosed,
         };
         let Outcome::Dead(dead) = judge(answer(closed, Some(400)), spent(1), &r, 0.0) else {
             panic!()
         };
         assert_eq!(dead.reason, DeadReason::WindowClosed);
+
+        let opted_out = Verdict::Permanent {
+            code: Some("131050".into()),
+            detail: "user opted out".into(),
+            cause: PermanentCause::OptedOut,
+        };
+        let Outcome::Dead(dead) = judge(answer(opted_out, Some(400)), spent(1), &r, 0.0) else {
+            panic!()
+        };
+        assert_eq!(dead.reason, DeadReason::RejectedByVendor);
+        assert!(dead.detail.starts_with("131050"));
     }
 
     fn throttled(retry_after: Option<Duration>) -> VendorAnswer {

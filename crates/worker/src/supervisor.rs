@@ -78,6 +78,8 @@ pub async fn consume_until_shutdown(
         match result {
             Ok(()) => return,
             Err(e) => {
+                readiness.broker_lost(&e);
+                crate::metrics::broker_reconnect();
                 if started.elapsed() > STABLE_SESSION {
                     delays = reconnect_backoff();
                 }
@@ -252,6 +254,7 @@ impl Work {
             acker,
             ..
         } = delivery;
+        let _in_flight = crate::metrics::in_flight(routing_key.as_str());
         let incoming = Incoming {
             body: data,
             routing_key: routing_key.to_string(),
@@ -306,7 +309,7 @@ fn report(incoming: &Incoming, processed: &Processed) {
         .job
         .as_ref()
         .map_or(incoming.routing_key.as_str(), |j| j.provider.as_str());
-    crate::metrics::processed(provider, processed);
+    crate::metrics::processed(provider, processed, *incoming.properties.timestamp());
     let job_id = processed.job.as_ref().map(|j| j.id.as_str()).unwrap_or("?");
     let attempt = processed.calls.attempts;
     match &processed.outcome {

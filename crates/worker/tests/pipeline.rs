@@ -472,3 +472,26 @@ async fn a_send_whose_record_fails_at_first_is_still_recorded() {
         Outcome::Duplicate { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_blip_retry_is_admitted_again_and_finds_a_send_made_meanwhile() {
+    let s = Setup::new().await;
+    s.open_window();
+    s.answers(accepted()).await;
+    s.answers_first(ResponseTemplate::new(503), 1).await;
+
+    // A meets the 503 and sleeps before its in-process retry; B, another
+    // delivery of the same job, is sent meanwhile.
+    let job = text_job("j1");
+    let (a, b) = tokio::join!(s.process(&job), async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.process(&job).await
+    });
+    assert!(matches!(b.outcome, Outcome::Sent { .. }), "{:?}", b.outcome);
+    assert!(
+        matches!(a.outcome, Outcome::Duplicate { .. }),
+        "the retry re-read the send: {:?}",
+        a.outcome
+    );
+    assert_eq!(s.calls().await, 2, "the 503 and B's send, nothing more");
+}

@@ -30,6 +30,11 @@ const UNLIMITED_ISH: f64 = 1e6;
 const PROVIDER: &str = "bench";
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  herald bench limiter --rates 100 --processes 1 --seconds 1
+  herald bench limiter --rates 10,100 --processes 1,2 --seconds 1
+
+The figures in the README come from the defaults: herald bench limiter")]
 pub struct LimiterArgs {
     /// Configured rates to measure, permits per second.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io;
 
+use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
@@ -95,7 +96,10 @@ impl Ledger {
     /// The row's job if it may be published; otherwise records why not.
     fn admit(&mut self, row: Row) -> Option<(u64, Job)> {
         let line = row.line;
-        let problems = match row.job {
+        let job = row
+            .job
+            .and_then(|job| job.check_sendable(Utc::now()).map(|()| job));
+        let problems = match job {
             Err(errors) => errors.problems,
             Ok(job) => match self.seen.entry(job.id.clone()) {
                 Entry::Vacant(slot) => {
@@ -286,6 +290,28 @@ mod tests {
         assert_eq!(repeated.field, "id");
         assert!(repeated.problem.contains("line 1"), "{}", repeated.problem);
         assert!(!report.all_good(true));
+    }
+
+    #[test]
+    fn rows_the_provider_cannot_send_or_already_expired_are_rejected_by_field() {
+        let template =
+            JobBuilder::template("t", "pingup", "+254712345678", "order_update", "en", vec![]);
+        let expired = JobBuilder::text("x", "kaleyra", "+254712345678", "hi")
+            .expires_at(Utc::now() - chrono::TimeDelta::seconds(1));
+        let rows = [template, expired].into_iter().enumerate().map(|(i, job)| {
+            Ok(Row {
+                line: i as u64 + 1,
+                job: job.build(),
+            })
+        });
+        let report = check(rows, |_| {});
+        assert_eq!(report.valid, 0);
+        let fields: Vec<&str> = report
+            .rejected
+            .iter()
+            .map(|r| r.problems[0].field.as_str())
+            .collect();
+        assert_eq!(fields, ["message.type", "expires_at"]);
     }
 
     #[test]
