@@ -2,6 +2,7 @@
 //! the real RabbitMQ and Redis (vendors faked at the HTTP boundary only).
 //! One test binary, so the workspace links it once; each module is one area.
 
+mod bench;
 mod cli;
 mod dlq;
 mod enqueue;

@@ -20,6 +20,9 @@ pub enum Command {
     /// One process of a multi-process limiter run (started by `bench limiter`).
     #[command(hide = true)]
     LimiterProcess(limiter::ProcessArgs),
+    /// The hand-written worker `bench pipeline` compares Herald with (started by it).
+    #[command(hide = true)]
+    PipelineHandwritten,
 }
 
 pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -28,5 +31,6 @@ pub async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<Exit
         Command::Pipeline(args) => pipeline::pipeline(args, config).await,
         Command::Webhooks(args) => webhooks::webhooks(args, config).await,
         Command::LimiterProcess(args) => limiter::limiter_process(args).await,
+        Command::PipelineHandwritten => pipeline::handwritten(config).await,
     }
 }
