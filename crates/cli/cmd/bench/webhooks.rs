@@ -33,10 +33,12 @@ pub struct WebhooksArgs {
     /// The provider account whose webhook is called (its secret in `--secret-env`).
     #[arg(long, default_value = "kaleyra")]
     provider: String,
+    /// The account of that provider.
     #[arg(long, default_value = "default")]
     account: String,
-    /// The environment variable holding the account's webhook secret.
-    #[arg(long, default_value = "HERALD_BENCH_WEBHOOK_SECRET")]
+    /// The environment variable holding the account's webhook secret (not
+    /// `HERALD_…`: those name configuration keys).
+    #[arg(long, default_value = "BENCH_WEBHOOK_SECRET")]
     secret_env: String,
     /// Callbacks per second.
     #[arg(long, default_value_t = 500)]

@@ -534,8 +534,8 @@ mod tests {
     #[test]
     fn the_prefetch_is_raised_as_herald_raises_it_for_the_rate() {
         let config =
-            worker_config(&Config::default(), "v", "p:", spec(64, 5000.0), "http://x").unwrap();
-        assert_eq!(config.amqp.prefetch, 5000);
+            worker_config(&Config::default(), "v", "p:", spec(64, 500.0), "http://x").unwrap();
+        assert_eq!(config.amqp.prefetch, 500);
     }
 
     #[test]
