@@ -17,7 +17,7 @@ pub enum Command {
     Pipeline(pipeline::PipelineArgs),
     /// The webhook handler's latency under a steady rate of status callbacks.
     #[command(
-        after_help = "Examples:\n  herald api\n  herald bench webhooks --url http://127.0.0.1:8080 --secret-env HOOK_SECRET --rate 50 --count 100"
+        after_help = "Examples:\n  herald api --listen 127.0.0.1:8080\n  herald bench webhooks --url http://127.0.0.1:8080 --secret-env HOOK_SECRET --rate 50 --count 100"
     )]
     Webhooks(webhooks::WebhooksArgs),
     /// One process of a multi-process limiter run (started by `bench limiter`).
