@@ -32,6 +32,8 @@ struct Memory {
     suppressed: HashSet<Contact>,
     paused: HashMap<(String, String), Instant>,
     inbound: HashMap<Contact, i64>,
+    /// When a vendor's answer closed a contact's window.
+    vendor_closed: HashMap<Contact, i64>,
     /// Errors the next operations answer with, in order.
     failures: VecDeque<StoreError>,
 }
@@ -127,6 +129,10 @@ impl SendState for MemoryState {
                 if !admit.has_fallback {
                     return Ok(Admission::WindowClosed {
                         last_inbound_ms: last,
+                        closed_by_vendor_ms: last
+                            .is_none()
+                            .then(|| memory.vendor_closed.get(contact).copied())
+                            .flatten(),
                     });
                 }
                 fallback = true;
@@ -252,6 +258,9 @@ impl SendState for MemoryState {
         let mut memory = self.memory();
         memory.fail()?;
         memory.inbound.remove(contact);
+        memory
+            .vendor_closed
+            .insert(contact.clone(), Utc::now().timestamp_millis());
         Ok(())
     }
 

@@ -80,7 +80,12 @@ pub enum Admission {
     /// The vendor paused the account for `left`.
     Paused { left: Duration },
     /// The window is closed and the job has no fallback template.
-    WindowClosed { last_inbound_ms: Option<i64> },
+    /// `closed_by_vendor_ms`: no inbound message since a vendor's answer
+    /// (WhatsApp 131047) closed the window, at that time.
+    WindowClosed {
+        last_inbound_ms: Option<i64>,
+        closed_by_vendor_ms: Option<i64>,
+    },
 }
 
 /// What recording a send found.

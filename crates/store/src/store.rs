@@ -123,6 +123,10 @@ impl Keys {
         self.key(&["inbound", &c.provider, &c.account, &c.digits])
     }
 
+    fn vendor_closed(&self, c: &Contact) -> String {
+        self.key(&["closed", &c.provider, &c.account, &c.digits])
+    }
+
     fn suppressed(&self, c: &Contact) -> String {
         self.key(&["suppressed", &c.provider, &c.account, &c.digits])
     }
@@ -336,6 +340,7 @@ impl Store {
             self.keys.inbound(contact),
             self.keys.rate(&contact.provider, &contact.account),
             self.keys.pace(contact),
+            self.keys.vendor_closed(contact),
         ];
         let (rate_us, burst) = admit
             .rate
@@ -374,6 +379,7 @@ impl Store {
             "paused" => Admission::Paused { left: ms(number) },
             "closed" => Admission::WindowClosed {
                 last_inbound_ms: (number >= 0).then_some(number),
+                closed_by_vendor_ms: text.parse().ok(),
             },
             "admitted" | "fallback" => Admission::Admitted {
                 claim,
@@ -496,13 +502,28 @@ impl Store {
             .await
     }
 
-    /// Forgets the contact's last inbound message (the vendor said the
-    /// window is closed, so the record was wrong).
+    /// Forgets the contact's last inbound message, because the vendor said
+    /// the window is closed (so the record was wrong), and remembers when,
+    /// so a later dead letter can say who closed it.
     pub async fn clear_inbound(&self, contact: &Contact) -> Result<(), StoreError> {
-        self.delete(
-            "clear the last inbound message",
-            &self.keys.inbound(contact),
-        )
+        let (inbound, closed) = (self.keys.inbound(contact), self.keys.vendor_closed(contact));
+        self.run("clear the last inbound message", |mut conn| {
+            let (inbound, closed) = (&inbound, &closed);
+            async move {
+                redis::pipe()
+                    .atomic()
+                    .del(inbound)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(closed)
+                    .arg(Utc::now().timestamp_millis())
+                    .arg("PX")
+                    .arg(millis(VENDOR_CLOSED_KEPT))
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
+        })
         .await
     }
 
@@ -715,6 +736,10 @@ fn no_answer(operation: &'static str) -> StoreError {
         cause: format!("no answer within {}s", OPERATION_DEADLINE.as_secs()),
     }
 }
+
+/// How long the vendor's closing of a window is remembered: as long as an
+/// inbound time would be (24 h and an hour).
+const VENDOR_CLOSED_KEPT: Duration = Duration::from_secs(25 * 3600);
 
 /// Whole microseconds, at least 1 (a rate's interval is never zero).
 fn micros(d: Duration) -> u64 {

@@ -298,9 +298,13 @@ impl<S: SendState> Pipeline<S> {
                     }
                     .into());
                 }
-                Admission::WindowClosed { last_inbound_ms } => {
+                Admission::WindowClosed {
+                    last_inbound_ms,
+                    closed_by_vendor_ms,
+                } => {
                     let window = WindowState::at(last_inbound_ms, Utc::now(), &self.config.window);
-                    return Err(Dead::new(DeadReason::WindowClosed, window_closed(&window)).into());
+                    let detail = window_closed(&window, closed_by_vendor_ms);
+                    return Err(Dead::new(DeadReason::WindowClosed, detail).into());
                 }
             }
         }
@@ -496,13 +500,24 @@ fn duplicate(vendor_message_id: String) -> Outcome {
     }
 }
 
-fn window_closed(window: &WindowState) -> String {
-    match window.last_inbound {
-        Some(at) => format!(
+/// Why the window is closed, for the dead letter: the last inbound message
+/// is too old, or the vendor's answer closed it (WhatsApp 131047) and the
+/// customer has not written since, or the customer never wrote.
+fn window_closed(window: &WindowState, closed_by_vendor_ms: Option<i64>) -> String {
+    let rfc3339 = herald_core::protocol::rfc3339;
+    let closed_by_vendor = closed_by_vendor_ms.and_then(chrono::DateTime::from_timestamp_millis);
+    match (window.last_inbound, closed_by_vendor) {
+        (Some(at), _) => format!(
             "the 24-hour window closed: last inbound message at {}",
-            herald_core::protocol::rfc3339(at)
+            rfc3339(at)
         ),
-        None => "the 24-hour window is closed: no inbound message from this contact".to_owned(),
+        (None, Some(at)) => format!(
+            "the 24-hour window was closed by the vendor's answer at {} (WhatsApp 131047); no inbound message from this contact since",
+            rfc3339(at)
+        ),
+        (None, None) => {
+            "the 24-hour window is closed: no inbound message from this contact".to_owned()
+        }
     }
 }
 

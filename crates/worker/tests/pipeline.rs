@@ -396,6 +396,18 @@ async fn permanent_answers_are_dead_and_a_closed_window_answer_forgets_the_inbou
         None,
         "the vendor said the window is closed"
     );
+
+    // The next session message to the contact says who closed the window.
+    let after = s.process(&text_job("j3")).await;
+    let Outcome::Dead(dead) = &after.outcome else {
+        panic!("{:?}", after.outcome)
+    };
+    assert_eq!(dead.reason, DeadReason::WindowClosed);
+    assert!(
+        dead.detail.contains("closed by the vendor's answer"),
+        "{}",
+        dead.detail
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 -- KEYS[1] sent:<job id>          KEYS[2] inflight:<job id>
 -- KEYS[3] suppressed:<contact>   KEYS[4] pause:<account>
 -- KEYS[5] inbound:<contact>      KEYS[6] rate:<account>
--- KEYS[7] pace:<contact>
+-- KEYS[7] pace:<contact>         KEYS[8] closed:<contact> (when the vendor closed the window)
 -- ARGV[1] the claim's token      ARGV[2] how long the claim lives after the wait, ms
 -- ARGV[3] '' when the window does not apply, else the oldest last-inbound
 --         time (epoch ms, exclusive) that keeps it open now
@@ -18,7 +18,8 @@
 --   {'suppressed', 0, ''}                 the contact opted out
 --   {'busy', ms left on the claim, ''}    another delivery holds the claim
 --   {'paused', ms left on the pause, ''}  the vendor paused the account
---   {'closed', last inbound ms or -1, ''} window closed, no fallback
+--   {'closed', last inbound ms or -1, when the vendor closed it or ''}
+--                                         window closed, no fallback
 --   {'admitted' | 'fallback', µs to wait, ''}  claimed; the permits are
 --                                         reserved, the call may go after the wait
 local sent = redis.call('GET', KEYS[1])
@@ -42,7 +43,11 @@ if ARGV[3] ~= '' then
   local last = tonumber(redis.call('GET', KEYS[5]))
   if not (last and last > tonumber(ARGV[3])) then
     if ARGV[4] ~= '1' then
-      return {'closed', last or -1, ''}
+      local closed = ''
+      if not last then
+        closed = redis.call('GET', KEYS[8]) or ''
+      end
+      return {'closed', last or -1, closed}
     end
     verdict = 'fallback'
   end

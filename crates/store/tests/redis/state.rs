@@ -187,6 +187,14 @@ async fn clearing_forgets_the_inbound_of_that_contact_only() {
     store.clear_inbound(&c).await.unwrap();
     assert_eq!(store.last_inbound(&c).await.unwrap(), None);
     assert_eq!(store.last_inbound(&other).await.unwrap(), Some(now));
+    let Admission::WindowClosed {
+        last_inbound_ms: None,
+        closed_by_vendor_ms: Some(closed_at),
+    } = store.admit(&admit("job-1", &c, &window())).await.unwrap()
+    else {
+        panic!("cleared by the vendor: the admission says when")
+    };
+    assert!((now..=Utc::now().timestamp_millis()).contains(&closed_at));
     // Cleared, it takes an older timestamp again.
     assert_eq!(
         store.record_inbound(&c, now - 1, &window()).await.unwrap(),
@@ -354,7 +362,8 @@ async fn admission_refuses_suppressed_paused_and_closed_window_in_that_order() {
     assert_eq!(
         store.admit(&admit("job-1", &c, &w)).await.unwrap(),
         Admission::WindowClosed {
-            last_inbound_ms: None
+            last_inbound_ms: None,
+            closed_by_vendor_ms: None
         }
     );
     let with_fallback = Admit {
