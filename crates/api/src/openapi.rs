@@ -6,8 +6,8 @@
 //! herald-core's `Job` itself (one schema for the worker, the API and
 //! `schema/job.schema.json`), the inbound request is the handler's own type,
 //! and the answers are the types below, which the `/v1/*` handlers return.
-//! The error and webhook answers are still built as JSON where they are
-//! made; the contract test (schemathesis, `.ci/api-contract`) holds every
+//! The error, webhook and status-report answers are still built as JSON
+//! where they are made; the contract test (schemathesis, `.ci/api-contract`) holds every
 //! answer of the running API to this description.
 
 use std::sync::OnceLock;
@@ -106,6 +106,19 @@ pub enum MessageState {
     Delivered,
     Failed,
     Read,
+}
+
+impl From<herald_store::State> for MessageState {
+    fn from(state: herald_store::State) -> MessageState {
+        use herald_store::State;
+        match state {
+            State::Accepted => MessageState::Accepted,
+            State::Sent => MessageState::Sent,
+            State::Delivered => MessageState::Delivered,
+            State::Failed => MessageState::Failed,
+            State::Read => MessageState::Read,
+        }
+    }
 }
 
 /// `200` from `GET /v1/messages/{id}`: a job's whole story.
