@@ -6,8 +6,8 @@
 //! herald-core's `Job` itself (one schema for the worker, the API and
 //! `schema/job.schema.json`), the inbound request is the handler's own type,
 //! and the answers are the types below, which the `/v1/*` handlers return.
-//! The error and webhook answers are still built as JSON where they are
-//! made; the contract test (schemathesis, `.ci/api-contract`) holds every
+//! The error, webhook and status-report answers are still built as JSON
+//! where they are made; the contract test (schemathesis, `.ci/api-contract`) holds every
 //! answer of the running API to this description.
 
 use std::sync::OnceLock;
@@ -84,6 +84,8 @@ pub struct WebhookAnswer {
     pub recorded: Vec<RecordedMessage>,
     /// Vendor message ids seen before: a repeated delivery changes nothing.
     pub duplicates: Vec<String>,
+    /// What each status of the callback did.
+    pub statuses: Vec<StatusOutcome>,
     pub note: String,
 }
 
@@ -93,6 +95,167 @@ pub struct RecordedMessage {
     pub id: String,
     pub contact: String,
     pub at: String,
+}
+
+/// A message's state, forward only (CONTRACT §10).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Accepted,
+    Sent,
+    Delivered,
+    Failed,
+    Read,
+}
+
+impl From<herald_store::State> for MessageState {
+    fn from(state: herald_store::State) -> MessageState {
+        use herald_store::State;
+        match state {
+            State::Accepted => MessageState::Accepted,
+            State::Sent => MessageState::Sent,
+            State::Delivered => MessageState::Delivered,
+            State::Failed => MessageState::Failed,
+            State::Read => MessageState::Read,
+        }
+    }
+}
+
+/// `200` from `GET /v1/messages/{id}`: a job's whole story.
+#[derive(Serialize, JsonSchema)]
+pub struct Story {
+    /// The job's id.
+    pub id: String,
+    pub provider: String,
+    pub account: String,
+    /// E.164.
+    pub to: String,
+    pub state: MessageState,
+    /// `null` when no vendor accepted the job.
+    pub vendor_message_id: Option<String>,
+    /// Vendor calls made for the job.
+    pub attempts: u32,
+    pub fallback_used: bool,
+    /// Why the job was dead-lettered (CONTRACT §3); `null` when it was not.
+    pub dead_reason: Option<String>,
+    /// RFC 3339; `null` for a job dead-lettered before any vendor accepted it.
+    pub accepted_at: Option<String>,
+    pub timeline: Vec<Moment>,
+}
+
+/// One line of a story's timeline.
+#[derive(Serialize, JsonSchema)]
+pub struct Moment {
+    pub state: MessageState,
+    /// RFC 3339.
+    pub at: String,
+    /// The vendor's error code and words, when it gave any.
+    pub detail: Option<String>,
+}
+
+/// `POST /v1/statuses`: a vendor's status report for a message it accepted.
+#[derive(Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// A configured provider.
+    pub provider: String,
+    /// A configured account of it; `default` when absent.
+    pub account: Option<String>,
+    /// The vendor's id for the message (what its acceptance answered).
+    #[schemars(length(min = 1))]
+    pub vendor_message_id: String,
+    pub status: ReportedStatus,
+    /// RFC 3339; now when absent.
+    pub at: Option<String>,
+    /// The vendor's error code (`131047`: the window closed, the fallback
+    /// template is sent; `131050`: the contact opted out and is suppressed).
+    pub error_code: Option<ErrorCode>,
+    pub detail: Option<String>,
+}
+
+/// The statuses a report may carry (`accepted` is Herald's own).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+/// A string or a number.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ErrorCode {
+    Text(String),
+    Number(f64),
+}
+
+/// `200` from `POST /v1/statuses`: what the report did.
+#[derive(Serialize, JsonSchema)]
+pub struct StatusOutcome {
+    pub vendor_message_id: String,
+    /// `held`: the acceptance is not recorded yet, the report waits for it;
+    /// `forgotten`: the job is no longer remembered; `advanced`: the state
+    /// moved forward; `recorded`: a late status joined the timeline;
+    /// `repeated`: already known, nothing changed; `ignored` (webhooks
+    /// only): a status Herald does not follow.
+    pub outcome: Outcome,
+    /// The job's id (not for `held` or `forgotten`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The job's state now (not for `held` or `forgotten`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<MessageState>,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Held,
+    Forgotten,
+    Advanced,
+    Recorded,
+    Repeated,
+    Ignored,
+}
+
+/// `POST /v1/suppressions`: suppress a contact of one account.
+#[derive(Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressRequest {
+    /// A configured provider.
+    pub provider: String,
+    /// A configured account of it; `default` when absent.
+    pub account: Option<String>,
+    /// E.164.
+    pub contact: String,
+}
+
+/// `200` from `POST` and `DELETE` on suppressions: the contact now.
+#[derive(Serialize, JsonSchema)]
+pub struct Suppression {
+    pub provider: String,
+    pub account: String,
+    /// E.164.
+    pub contact: String,
+    pub suppressed: bool,
+}
+
+/// `200` from `GET /v1/suppressions/{provider}/{account}`.
+#[derive(Serialize, JsonSchema)]
+pub struct Suppressions {
+    pub provider: String,
+    pub account: String,
+    pub suppressed: Vec<Suppressed>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct Suppressed {
+    /// E.164.
+    pub contact: String,
+    /// RFC 3339: when it was suppressed.
+    pub since: Option<String>,
 }
 
 /// `GET /openapi.json`.
@@ -120,6 +283,12 @@ fn build() -> Value {
     let recorded = generator.subschema_for::<Recorded>().to_value();
     let window = generator.subschema_for::<Window>().to_value();
     let webhook = generator.subschema_for::<WebhookAnswer>().to_value();
+    let story = generator.subschema_for::<Story>().to_value();
+    let status = generator.subschema_for::<StatusRequest>().to_value();
+    let outcome = generator.subschema_for::<StatusOutcome>().to_value();
+    let suppress = generator.subschema_for::<SuppressRequest>().to_value();
+    let suppression = generator.subschema_for::<Suppression>().to_value();
+    let suppressions = generator.subschema_for::<Suppressions>().to_value();
     let schemas = generator.take_definitions(true);
 
     let body = |schema: &Value, example: Value| json!({ "required": true, "content": { "application/json": { "schema": schema, "example": example } } });
@@ -139,10 +308,15 @@ fn build() -> Value {
         json!({ "name": name, "in": "path", "required": true, "description": description,
                 "schema": { "type": "string" }, "example": example })
     };
+    let query_param = |name: &str, description: &str, example: &str| {
+        json!({ "name": name, "in": "query", "required": false, "description": description,
+                "schema": { "type": "string" }, "example": example })
+    };
     let bearer = json!([{ "bearer": [] }]);
     let unauthorized = ("401", "no or wrong bearer token");
     let invalid = ("400", "the request is invalid: every problem is named");
     let too_large = ("413", "the body is larger than 1 MiB");
+    let redis_away = ("503", "Redis is unavailable; try again");
 
     json!({
         "openapi": "3.1.0",
@@ -164,6 +338,70 @@ fn build() -> Value {
                 "responses": with(errors(&[invalid, unauthorized, too_large, ("503", "the broker did not confirm; sending the same request again is safe")]),
                     "202", answer("every job is queued", &accepted)),
             }},
+            "/v1/messages/{id}": { "get": {
+                "operationId": "showMessage",
+                "summary": "A job's whole story: its state and timeline since a vendor accepted it",
+                "security": bearer,
+                "parameters": [path_param("id", "the job's id", "order-1234-shipped")],
+                "responses": with(errors(&[
+                    unauthorized,
+                    ("404", "Herald does not know the job (never accepted by a vendor, or older than the idempotency horizon)"),
+                    redis_away,
+                ]), "200", answer("the story", &story)),
+            }},
+            "/v1/statuses": { "post": {
+                "operationId": "reportStatus",
+                "summary": "A vendor's status for a message it accepted; acted on (a window-closed failure sends the fallback template, an opt-out suppresses)",
+                "security": bearer,
+                "requestBody": body(&status, json!({
+                    "provider": "kaleyra", "vendor_message_id": "wamid.example", "status": "delivered",
+                    "at": "2026-11-21T10:00:00Z",
+                })),
+                "responses": with(errors(&[
+                    ("400", "the status is invalid: every problem is named by field; nothing was changed"),
+                    unauthorized,
+                    too_large,
+                    ("503", "Redis or the broker is unavailable; sending the same report again is safe"),
+                ]), "200", answer("what the report did", &outcome)),
+            }},
+            "/v1/suppressions": { "post": {
+                "operationId": "suppressContact",
+                "summary": "Suppress a contact of one account: the worker refuses jobs to it without a vendor call",
+                "security": bearer,
+                "requestBody": body(&suppress, json!({ "provider": "kaleyra", "account": "default", "contact": "+254712345678" })),
+                "responses": with(errors(&[invalid, unauthorized, too_large, redis_away]),
+                    "200", answer("suppressed", &suppression)),
+            }},
+            "/v1/suppressions/{provider}/{account}": { "get": {
+                "operationId": "listSuppressions",
+                "summary": "The suppressed contacts of one account",
+                "security": bearer,
+                "parameters": [
+                    path_param("provider", "a configured provider", "kaleyra"),
+                    path_param("account", "a configured account of it", "default"),
+                ],
+                "responses": with(errors(&[
+                    ("400", "no such provider or account"),
+                    unauthorized,
+                    redis_away,
+                ]), "200", answer("the suppressed contacts", &suppressions)),
+            }},
+            "/v1/suppressions/{provider}/{account}/{contact}": { "delete": {
+                "operationId": "releaseSuppression",
+                "summary": "Release a suppressed contact",
+                "security": bearer,
+                "parameters": [
+                    path_param("provider", "a configured provider", "kaleyra"),
+                    path_param("account", "a configured account of it", "default"),
+                    path_param("contact", "E.164, with or without the +", "+254712345678"),
+                ],
+                "responses": with(errors(&[
+                    ("400", "no such provider or account, or the contact is not E.164"),
+                    unauthorized,
+                    ("404", "the contact is not suppressed"),
+                    redis_away,
+                ]), "200", answer("released", &suppression)),
+            }},
             "/v1/inbound": { "post": {
                 "operationId": "recordInbound",
                 "summary": "Record a customer's inbound message (opens or moves the window forward)",
@@ -184,7 +422,24 @@ fn build() -> Value {
                 "responses": with(errors(&[invalid, unauthorized, ("503", "Redis is unavailable; try again")]),
                     "200", answer("the window", &window)),
             }},
-            "/webhooks/{provider}/{account}": { "post": {
+            "/webhooks/{provider}/{account}": {
+              "get": {
+                "operationId": "metaWebhookHandshake",
+                "summary": "Meta's subscription handshake: the challenge back, to the holder of the account's verify token",
+                "parameters": [
+                    path_param("provider", "`meta`, the only provider with a handshake", "meta"),
+                    path_param("account", "a configured account of it", "default"),
+                    query_param("hub.mode", "must be `subscribe`", "subscribe"),
+                    query_param("hub.verify_token", "the account's verify token", "verify-token"),
+                    query_param("hub.challenge", "answered back as it came", "1158201444"),
+                ],
+                "responses": with(errors(&[
+                    ("400", "not a subscription request (hub.mode is not `subscribe` or hub.challenge is missing)"),
+                    ("403", "hub.verify_token is missing or wrong, or the account has no verify token configured"),
+                    ("404", "not meta, or no such account"),
+                ]), "200", text("hub.challenge, as it came")),
+              },
+              "post": {
                 "operationId": "vendorWebhook",
                 "summary": "A vendor's own inbound-message callback, de-duplicated by its message id",
                 "security": [{ "webhookSecretHeader": [] }, { "webhookSecretQuery": [] }],
@@ -198,12 +453,14 @@ fn build() -> Value {
                 ),
                 "responses": with(errors(&[
                     ("400", "not a callback of this vendor that Herald can read"),
-                    ("401", "no or wrong webhook secret"),
+                    ("401", "no or wrong webhook secret (Meta: no or wrong X-Hub-Signature-256)"),
+                    ("403", "the account has no webhook secret (Meta: app secret) configured: every callback is refused"),
                     ("404", "no such provider or account"),
                     too_large,
-                    ("503", "Redis is unavailable; the vendor's retry will be recorded"),
+                    ("503", "Redis or the broker is unavailable; the vendor's retry will be recorded"),
                 ]), "200", answer("what was recorded", &webhook)),
-            }},
+              },
+            },
             "/healthz": { "get": {
                 "operationId": "health",
                 "summary": "The process runs",

@@ -26,7 +26,7 @@ use herald_store::{Applied, Change, Contact, Lifecycle, State, StatusReport, Sto
 use crate::error::{self, ApiError, problem};
 use crate::inbound::configured_account;
 use crate::status_hooks::VendorStatus;
-use crate::{Api, Inner, metrics};
+use crate::{Api, Inner, metrics, openapi};
 
 /// WhatsApp's error for a session message outside the 24-hour window.
 const WINDOW_CLOSED: &str = "131047";
@@ -325,22 +325,31 @@ pub async fn get(
     }
 }
 
-/// A job's whole story (CONTRACT §10).
+/// A job's whole story (CONTRACT §10), as [`openapi::Story`] describes it.
 pub fn story(lifecycle: &Lifecycle) -> Value {
     let job = &lifecycle.job;
-    json!({
-        "id": job.id,
-        "provider": job.provider,
-        "account": job.account,
-        "to": job.to,
-        "state": lifecycle.state,
-        "vendor_message_id": lifecycle.vendor_message_id,
-        "attempts": lifecycle.attempts,
-        "fallback_used": lifecycle.fallback_used,
-        "dead_reason": lifecycle.dead_reason,
-        "accepted_at": lifecycle.accepted_at.map(rfc3339),
-        "timeline": lifecycle.timeline,
-    })
+    let story = openapi::Story {
+        id: job.id.clone(),
+        provider: job.provider.clone(),
+        account: job.account.clone(),
+        to: job.to.clone(),
+        state: lifecycle.state.into(),
+        vendor_message_id: lifecycle.vendor_message_id.clone(),
+        attempts: lifecycle.attempts,
+        fallback_used: lifecycle.fallback_used,
+        dead_reason: lifecycle.dead_reason.clone(),
+        accepted_at: lifecycle.accepted_at.map(rfc3339),
+        timeline: lifecycle
+            .timeline
+            .iter()
+            .map(|moment| openapi::Moment {
+                state: moment.state.into(),
+                at: moment.at.clone(),
+                detail: moment.detail.clone(),
+            })
+            .collect(),
+    };
+    serde_json::to_value(story).expect("a story is JSON")
 }
 
 /// Applies held statuses once their acceptance is recorded, and counts
@@ -397,6 +406,35 @@ mod tests {
         for (state, code, expected) in table {
             assert_eq!(late_action(state, code), expected, "{state} {code:?}");
         }
+    }
+
+    #[test]
+    fn a_story_is_what_the_description_says() {
+        let job = Job::from_value(json!({
+            "id": "order-1", "provider": "kaleyra", "to": "+254712345678",
+            "message": {"type": "text", "body": "hi"}
+        }))
+        .unwrap();
+        let lifecycle = Lifecycle {
+            job,
+            state: State::Delivered,
+            vendor_message_id: Some("wamid.1".into()),
+            attempts: 1,
+            fallback_used: false,
+            accepted_at: Some(DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+            dead_reason: Option::None,
+            timeline: vec![herald_store::Moment {
+                state: State::Delivered,
+                at: "2027-01-15T08:00:00Z".into(),
+                detail: Option::None,
+            }],
+        };
+        let story = story(&lifecycle);
+        assert_eq!(story["state"], "delivered");
+        assert_eq!(story["timeline"][0]["state"], "delivered");
+        let described = &crate::openapi::document()["components"]["schemas"]["Story"]["properties"];
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&story), keys(described));
     }
 
     #[test]

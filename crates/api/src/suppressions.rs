@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::DateTime;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use herald_core::job::DEFAULT_ACCOUNT;
 use herald_core::protocol::rfc3339;
@@ -19,6 +18,7 @@ use herald_store::{Contact, StoreError};
 use crate::Api;
 use crate::error::{self, ApiError, problem};
 use crate::inbound::{configured_account, configured_contact};
+use crate::openapi::{Suppressed, Suppression, Suppressions};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +32,7 @@ struct SuppressRequest {
 pub async fn post(
     State(api): State<Api>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Suppression>, ApiError> {
     let body = error::body(body)?;
     let invalid =
         |problems| ApiError::invalid("the suppression is invalid; nothing was changed", problems);
@@ -42,10 +42,12 @@ pub async fn post(
     let contact = configured_contact(api.config(), &request.provider, account, &request.contact)
         .map_err(invalid)?;
     api.store().suppress(&contact).await.map_err(unavailable)?;
-    Ok(Json(json!({
-        "provider": contact.provider, "account": contact.account,
-        "contact": format!("+{}", contact.digits), "suppressed": true,
-    })))
+    Ok(Json(Suppression {
+        contact: format!("+{}", contact.digits),
+        provider: contact.provider,
+        account: contact.account,
+        suppressed: true,
+    }))
 }
 
 /// `DELETE /v1/suppressions/{provider}/{account}/{contact}`; `404` when the
@@ -53,7 +55,7 @@ pub async fn post(
 pub async fn delete(
     State(api): State<Api>,
     Path((provider, account, number)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Suppression>, ApiError> {
     let contact = path_contact(&api, &provider, &account, &number)?;
     let released = api
         .store()
@@ -69,17 +71,19 @@ pub async fn delete(
             ),
         ));
     }
-    Ok(Json(json!({
-        "provider": provider, "account": account,
-        "contact": format!("+{}", contact.digits), "suppressed": false,
-    })))
+    Ok(Json(Suppression {
+        provider,
+        account,
+        contact: format!("+{}", contact.digits),
+        suppressed: false,
+    }))
 }
 
 /// `GET /v1/suppressions/{provider}/{account}`.
 pub async fn list(
     State(api): State<Api>,
     Path((provider, account)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Suppressions>, ApiError> {
     let problems = configured_account(api.config(), &provider, &account);
     if !problems.is_empty() {
         return Err(ApiError::invalid("no such account", problems));
@@ -89,16 +93,18 @@ pub async fn list(
         .suppressed(&provider, &account)
         .await
         .map_err(unavailable)?;
-    let contacts: Vec<Value> = suppressed
+    let suppressed = suppressed
         .into_iter()
-        .map(|(digits, since)| {
-            let since = DateTime::from_timestamp_millis(since).map(rfc3339);
-            json!({"contact": format!("+{digits}"), "since": since})
+        .map(|(digits, since)| Suppressed {
+            contact: format!("+{digits}"),
+            since: DateTime::from_timestamp_millis(since).map(rfc3339),
         })
         .collect();
-    Ok(Json(
-        json!({"provider": provider, "account": account, "suppressed": contacts}),
-    ))
+    Ok(Json(Suppressions {
+        provider,
+        account,
+        suppressed,
+    }))
 }
 
 /// The contact of a path; a `+` is awkward in a URL, so digits alone are accepted.
