@@ -10,12 +10,6 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod logging;
 
-// The send path allocates small, short-lived buffers per job (bodies,
-// requests, headers); glibc's malloc spent ~17 % of the worker's CPU on
-// them in `herald bench pipeline` (perf), mimalloc a fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const HELP: &str = "\
 Examples:
   herald --config herald.toml config check
